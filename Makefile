@@ -1,0 +1,40 @@
+# candlecast: `make run` runs the main job on the embedded SQLite database, `make test` the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SYMBOLS ?= BTCUSDT
+
+.PHONY: run test install dev lint format serve clean
+
+run: $(VENV)/.installed  ## create .venv, install, migrate the SQLite database, run the main job once
+	$(BIN)/candlecast db upgrade
+	$(BIN)/candlecast ingest $(foreach s,$(SYMBOLS),--symbol $(s))
+
+test: $(VENV)/.dev-installed  ## create .venv with the dev extras and run the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "candlecast needs Python 3.11+")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+lint: $(VENV)/.dev-installed  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

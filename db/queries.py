@@ -1,0 +1,172 @@
+"""Queries on candles and ingest runs. Every function takes a Session and never commits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.schema import Candle, IngestRun
+
+VALUE_COLUMNS = ["open", "high", "low", "close", "volume_base", "volume_quote", "trade_count"]
+UPSERT_CHUNK = 2000
+KEY = ["exchange", "symbol", "timeframe", "open_time"]
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def load_candles(
+    session: Session,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pd.DataFrame:
+    """Stored candles of one series, indexed by UTC ``open_time`` ascending.
+
+    Columns: float64 ``open, high, low, close, volume_base, volume_quote`` and nullable
+    ``trade_count``; ``start``/``end`` bound ``open_time`` inclusively when given.
+    """
+    query = select(Candle.open_time, *(getattr(Candle, c) for c in VALUE_COLUMNS)).where(
+        Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe
+    )
+    if start is not None:
+        query = query.where(Candle.open_time >= start)
+    if end is not None:
+        query = query.where(Candle.open_time <= end)
+    rows = session.execute(query.order_by(Candle.open_time)).all()
+    frame = pd.DataFrame(rows, columns=["open_time", *VALUE_COLUMNS])
+    frame["open_time"] = pd.to_datetime(frame["open_time"], utc=True)
+    for column in VALUE_COLUMNS[:-1]:
+        frame[column] = frame[column].astype("float64")
+    frame["trade_count"] = frame["trade_count"].astype("Int64")
+    return frame.set_index("open_time")
+
+
+def upsert_candles(
+    session: Session,
+    frame: pd.DataFrame,
+    *,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    ingest_run_id: int | None = None,
+) -> UpsertCounts:
+    """Insert new candles and update changed ones; unchanged candles are not written.
+
+    The frame is compared with what is stored for the same range first, so re-ingesting an
+    unchanged file writes nothing. The write itself is the dialect's ``INSERT ... ON CONFLICT
+    DO UPDATE`` in chunks, so a concurrent writer of the same candles cannot cause duplicates.
+    """
+    if frame.empty:
+        return UpsertCounts(0, 0, 0)
+    stored = load_candles(
+        session, exchange, symbol, timeframe, start=frame.index[0], end=frame.index[-1]
+    )
+    new = frame.index.difference(stored.index)
+    common = frame.index.intersection(stored.index)
+    changed = common[_rows_differ(frame.loc[common], stored.loc[common])]
+    to_write = frame.loc[new.union(changed)]
+    records = _records(to_write, exchange, symbol, timeframe, ingest_run_id)
+    for start in range(0, len(records), UPSERT_CHUNK):
+        session.execute(_upsert_statement(session), records[start : start + UPSERT_CHUNK])
+    return UpsertCounts(len(new), len(changed), len(common) - len(changed))
+
+
+def _rows_differ(incoming: pd.DataFrame, stored: pd.DataFrame) -> np.ndarray:
+    differ = np.zeros(len(incoming), dtype=bool)
+    for column in VALUE_COLUMNS:
+        a, b = incoming[column], stored[column]
+        both_missing = (a.isna() & b.isna()).to_numpy()
+        equal = (a == b).fillna(False).to_numpy(dtype=bool)
+        differ |= ~(equal | both_missing)
+    return differ
+
+
+def _records(
+    frame: pd.DataFrame, exchange: str, symbol: str, timeframe: str, ingest_run_id: int | None
+) -> list[dict[str, Any]]:
+    trade_counts = [None if pd.isna(v) else int(v) for v in frame["trade_count"]]
+    floats = {c: frame[c].to_numpy(dtype="float64").tolist() for c in VALUE_COLUMNS[:-1]}
+    return [
+        {
+            "exchange": exchange,
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "open_time": moment.to_pydatetime(),
+            **{c: floats[c][i] for c in floats},
+            "trade_count": trade_counts[i],
+            "ingest_run_id": ingest_run_id,
+        }
+        for i, moment in enumerate(frame.index)
+    ]
+
+
+def _upsert_statement(session: Session) -> Insert:
+    dialect = session.get_bind().dialect.name
+    module = {"postgresql": postgresql, "sqlite": sqlite}.get(dialect)
+    if module is None:
+        raise NotImplementedError(f"upsert is implemented for SQLite and PostgreSQL, not {dialect}")
+    statement = module.insert(Candle)
+    return statement.on_conflict_do_update(
+        index_elements=KEY,
+        set_={c: statement.excluded[c] for c in [*VALUE_COLUMNS, "ingest_run_id"]},
+    )
+
+
+def start_ingest_run(
+    session: Session,
+    *,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    url: str,
+    flow_run_id: str | None = None,
+) -> IngestRun:
+    """A new ingest run in state ``running`` (flushed, so it has its id)."""
+    run = IngestRun(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        url=url,
+        flow_run_id=flow_run_id,
+        warnings=[],
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def finish_ingest_run(session: Session, run_id: int, **values: Any) -> None:
+    """Record the outcome of ingest run ``run_id`` (status, counts, error, ...)."""
+    session.execute(update(IngestRun).where(IngestRun.id == run_id).values(**values))
+
+
+def latest_ingest_run(
+    session: Session, exchange: str, symbol: str, timeframe: str, *, status: str = "success"
+) -> IngestRun | None:
+    """The newest ingest run of a series with ``status``, or None."""
+    return session.scalars(
+        select(IngestRun)
+        .where(
+            IngestRun.exchange == exchange,
+            IngestRun.symbol == symbol,
+            IngestRun.timeframe == timeframe,
+            IngestRun.status == status,
+        )
+        .order_by(IngestRun.id.desc())
+        .limit(1)
+    ).first()

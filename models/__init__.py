@@ -1,0 +1,1 @@
+"""Keras model code: build, fit, predict, to and from bytes; one model per file."""

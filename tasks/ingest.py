@@ -1,0 +1,185 @@
+"""Ingest one CDD file: fetch, parse, validate, upsert; every download recorded.
+
+:func:`ingest_symbol` is the one code path used by the CLI (``ingest_symbol.fn``, no Prefect
+server needed) and by the Prefect flows (as a task).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from candlecast.errors import SymbolError
+from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
+from candlecast.settings import Settings, get_settings
+from db.queries import finish_ingest_run, start_ingest_run, upsert_candles
+from db.session import session_factory
+from tasks.cdd import parse_cdd_csv
+from tasks.fetch import Download, cdd_url, fetch
+from tasks.logs import current_flow_run_id, run_logger
+from tasks.validate import validate_candles
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did; ``line()`` is the summary printed by the CLI."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    run_id: int
+    rows_parsed: int
+    inserted: int
+    updated: int
+    unchanged: int
+    first: datetime | None
+    last: datetime | None
+    missing: list[str] = field(default_factory=list)
+    dropped_open: list[str] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    def line(self) -> str:
+        fmt = "%Y-%m-%d" if self.timeframe == "d" else "%Y-%m-%d %H:%M"
+        span = f"{self.first:{fmt}}..{self.last:{fmt}}" if self.first and self.last else "empty"
+        notes = "; ".join(str(w["message"]) for w in self.warnings if w["kind"] != "missing")
+        return (
+            f"{self.exchange} {self.symbol} {self.timeframe}: {self.rows_parsed} rows parsed, "
+            f"{self.inserted} inserted, {self.updated} updated, {span}, "
+            f"{len(self.missing)} missing" + (f"; warnings: {notes}" if notes else "")
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@task(name="ingest-symbol", task_run_name="ingest {exchange} {symbol} {timeframe}")
+def ingest_symbol(
+    symbol: str,
+    exchange: str = "Binance",
+    timeframe: str = "d",
+    *,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> IngestResult:
+    """Download, parse, validate and upsert one CDD file; record the attempt in ``ingest_runs``.
+
+    The candles and the run's success record commit in one transaction; on any error nothing
+    of the candles is written, the run is recorded as failed with the cause, and the error is
+    raised again (its message starts with the symbol).
+    """
+    settings = settings or get_settings()
+    symbol, exchange, timeframe = (
+        check_symbol(symbol),
+        check_exchange(exchange),
+        check_timeframe(timeframe),
+    )
+    now = now or datetime.now(UTC)
+    log = run_logger()
+    url = cdd_url(settings.cdd_base_url, exchange, symbol, timeframe)
+    sessions = session_factory(settings.sqlalchemy_url())
+    with sessions.begin() as session:
+        run_id = start_ingest_run(
+            session,
+            exchange=exchange,
+            symbol=symbol,
+            timeframe=timeframe,
+            url=url,
+            flow_run_id=current_flow_run_id(),
+        ).id
+    download = None
+    try:
+        download = fetch(
+            url,
+            symbol=symbol,
+            connect_timeout_s=settings.http_connect_timeout_s,
+            read_timeout_s=settings.http_read_timeout_s,
+            retries=settings.http_retries,
+            backoff_s=settings.http_backoff_s,
+            max_bytes=settings.max_download_bytes,
+        )
+        log.info("%s: downloaded %d bytes (sha256 %s)", symbol, download.size, download.sha256[:12])
+        parsed = parse_cdd_csv(download.content, symbol=symbol, timeframe=timeframe)
+        checked = validate_candles(
+            parsed.frame,
+            symbol=symbol,
+            timeframe=timeframe,
+            now=now,
+            open_volume_ratio=settings.open_candle_volume_ratio,
+            jump_ratio=settings.jump_warning_ratio,
+        )
+        warnings = parsed.warnings + checked.warnings
+        frame = checked.frame
+        with sessions.begin() as session:
+            counts = upsert_candles(
+                session,
+                frame,
+                exchange=exchange,
+                symbol=symbol,
+                timeframe=timeframe,
+                ingest_run_id=run_id,
+            )
+            first = frame.index[0].to_pydatetime() if len(frame) else None
+            last = frame.index[-1].to_pydatetime() if len(frame) else None
+            finish_ingest_run(
+                session,
+                run_id,
+                status="success",
+                finished_at=datetime.now(UTC),
+                http_status=download.http_status,
+                sha256=download.sha256,
+                bytes=download.size,
+                rows_parsed=parsed.rows_read,
+                inserted=counts.inserted,
+                updated=counts.updated,
+                unchanged=counts.unchanged,
+                first_candle=first,
+                last_candle=last,
+                missing_count=len(checked.missing),
+                warnings=warnings,
+            )
+    except Exception as exc:
+        _record_failure(sessions, run_id, exc, download)
+        log.error("%s", exc if isinstance(exc, SymbolError) else f"{symbol}: {exc!r}")
+        raise
+    result = IngestResult(
+        exchange,
+        symbol,
+        timeframe,
+        run_id,
+        parsed.rows_read,
+        counts.inserted,
+        counts.updated,
+        counts.unchanged,
+        first,
+        last,
+        checked.missing,
+        checked.dropped_open,
+        warnings,
+    )
+    log.info("%s", result.line())
+    return result
+
+
+def _record_failure(
+    sessions: sessionmaker[Session], run_id: int, exc: Exception, download: Download | None
+) -> None:
+    cause = exc.cause if isinstance(exc, SymbolError) else f"{type(exc).__name__}: {exc}"
+    try:
+        with sessions.begin() as session:
+            finish_ingest_run(
+                session,
+                run_id,
+                status="failed",
+                finished_at=datetime.now(UTC),
+                error=cause,
+                http_status=download.http_status if download else None,
+                sha256=download.sha256 if download else None,
+                bytes=download.size if download else None,
+            )
+    except SQLAlchemyError:  # the database itself failed: the original error says more
+        run_logger().exception("could not record the failure of ingest run %s", run_id)

@@ -1,0 +1,110 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL, for real), the CDD files, settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from candlecast.settings import Settings
+from db.migrate import upgrade
+from db.schema import Base
+from db.session import get_engine
+
+DATA = Path(__file__).parent / "data"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def cdd_dir() -> Path:
+    """A folder of real CDD files (copied from shared/data/cryptodatadownload)."""
+    return DATA
+
+
+def _postgres_admin_url() -> str:
+    return os.environ.get("CANDLECAST_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head; dropped after.
+
+    Skips with a message where no server answers, unless CI=true: then the test fails.
+    """
+    admin_url = _postgres_admin_url()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server"
+        admin.dispose()
+        message = f"PostgreSQL not reachable at {make_url(admin_url).render_as_string()}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: PostgreSQL tests must run)")
+        pytest.skip(message)
+    name = f"candlecast_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating once is faster)."""
+    path = tmp_path_factory.mktemp("sqlite") / "template.sqlite"
+    upgrade(f"sqlite:///{path}")
+    get_engine(f"sqlite:///{path}").dispose()
+    return path
+
+
+def _truncate_all(url: str) -> None:
+    engine = get_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """An empty, migrated database: a SQLite file, and the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        path = tmp_path / "candlecast.sqlite"
+        path.write_bytes(sqlite_template.read_bytes())
+        url = f"sqlite:///{path}"
+        yield url
+        get_engine(url).dispose()
+    else:
+        url = request.getfixturevalue("postgres_url")
+        _truncate_all(url)
+        yield url
+
+
+@pytest.fixture
+def settings(db_url: str, cdd_dir: Path, tmp_path: Path) -> Settings:
+    """Settings on the test database and the local CDD folder, with instant retries."""
+    return Settings(
+        database_url=db_url,
+        cdd_base_url=str(cdd_dir),
+        data_dir=tmp_path,
+        http_backoff_s=0.0,
+        http_retries=2,
+        http_read_timeout_s=2.0,
+        http_connect_timeout_s=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address() -> tuple[str, int]:
+    """pytest-httpserver on 127.0.0.1 (loopback only), any free port."""
+    return ("127.0.0.1", 0)

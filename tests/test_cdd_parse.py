@@ -1,0 +1,163 @@
+"""The CDD parser on every real file and on hand-made malformed input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from candlecast.errors import ParseError
+from tasks.cdd import parse_cdd_csv
+
+# (file, symbol, timeframe, rows in the file, distinct candles, first, last) from data/README.md
+REAL_FILES = [
+    ("Binance_BTCUSDT_d.csv", "BTCUSDT", "d", 2981, 2981, "2017-08-17", "2025-10-14"),
+    ("Binance_ETHUSDT_d.csv", "ETHUSDT", "d", 1409, 1408, "2017-08-17", "2021-06-24"),
+    ("Binance_ADAUSDT_d.csv", "ADAUSDT", "d", 1165, 1165, "2018-04-17", "2021-06-24"),
+    ("Binance_BNBUSDT_d.csv", "BNBUSDT", "d", 1272, 1272, "2017-12-18", "2021-06-11"),
+    ("Binance_BTCUSDT_1h.csv", "BTCUSDT", "1h", 36062, 33413, "2017-08-17 04:00", "2021-06-10"),
+]
+
+HEADER = "unix,date,symbol,open,high,low,close,Volume BTC,Volume USDT,tradecount"
+
+
+@pytest.mark.parametrize(("name", "symbol", "tf", "rows", "distinct", "first", "last"), REAL_FILES)
+def test_real_files_parse_to_their_distinct_candles(
+    cdd_dir: Path, name: str, symbol: str, tf: str, rows: int, distinct: int, first: str, last: str
+) -> None:
+    parsed = parse_cdd_csv((cdd_dir / name).read_bytes(), symbol=symbol, timeframe=tf)
+    frame = parsed.frame
+    assert parsed.rows_read == rows
+    assert len(frame) == distinct
+    assert parsed.duplicates_resolved == rows - distinct
+    assert frame.index.is_monotonic_increasing and frame.index.is_unique
+    assert frame.index[0] == pd.Timestamp(first, tz="UTC")
+    assert frame.index[-1] == pd.Timestamp(last, tz="UTC")
+    assert list(frame.columns) == [
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume_base",
+        "volume_quote",
+        "trade_count",
+    ]
+
+
+def test_btc_daily_newest_row_values_exact(cdd_dir: Path) -> None:
+    frame = parse_cdd_csv(
+        (cdd_dir / "Binance_BTCUSDT_d.csv").read_bytes(), symbol="BTCUSDT", timeframe="d"
+    ).frame
+    row = frame.loc[pd.Timestamp("2025-10-14", tz="UTC")]
+    assert (row["open"], row["high"], row["low"], row["close"]) == (
+        115166.0,
+        115409.96,
+        109866.0,
+        113028.14,
+    )
+    assert row["volume_base"] == 31870.32974  # 'Volume BTC', the base currency
+    assert row["volume_quote"] == 3578140778.8084984
+    assert row["trade_count"] == 7425642
+
+
+def test_duplicate_across_format_change_keeps_newer_format_row(cdd_dir: Path) -> None:
+    parsed = parse_cdd_csv(
+        (cdd_dir / "Binance_ETHUSDT_d.csv").read_bytes(), symbol="ETHUSDT", timeframe="d"
+    )
+    row = parsed.frame.loc[pd.Timestamp("2017-12-18", tz="UTC")]
+    # The ms/"00:00:00" row says open 707.62 with 40460 trades; the legacy row 707.64, NULL.
+    assert row["open"] == 707.62
+    assert row["trade_count"] == 40460
+    assert [w["kind"] for w in parsed.warnings] == ["duplicates"]
+
+
+def test_legacy_rows_in_seconds_with_null_tradecount(cdd_dir: Path) -> None:
+    frame = parse_cdd_csv(
+        (cdd_dir / "Binance_ETHUSDT_d.csv").read_bytes(), symbol="ETHUSDT", timeframe="d"
+    ).frame
+    first = frame.iloc[0]
+    assert frame.index[0] == pd.Timestamp(datetime(2017, 8, 17, tzinfo=UTC))
+    assert (first["open"], first["close"]) == (303.61, 302.0)
+    assert pd.isna(first["trade_count"])
+
+
+def test_hourly_am_pm_dates_and_precision(cdd_dir: Path) -> None:
+    frame = parse_cdd_csv(
+        (cdd_dir / "Binance_BTCUSDT_1h.csv").read_bytes(), symbol="BTCUSDT", timeframe="1h"
+    ).frame
+    # legacy row "1502946000.0,2017-08-17 05-AM": 05:00 UTC
+    assert frame.loc[pd.Timestamp("2017-08-17 05:00", tz="UTC"), "close"] == 4315.32
+
+
+def test_small_prices_keep_every_digit() -> None:
+    body = "\n".join(
+        [
+            "unix,date,symbol,open,high,low,close,Volume XRP,Volume BTC,tradecount",
+            "1624406400000,2021-06-23 00:00:00,XRP/BTC,0.00020850,0.00020851,0.00020849,0.00020850,"
+            "12.5,0.0026,3",
+        ]
+    ).encode()
+    frame = parse_cdd_csv(body, symbol="XRPBTC", timeframe="d").frame
+    assert frame["open"].iloc[0] == 0.00020850
+    assert f"{frame['high'].iloc[0]:.8f}" == "0.00020851"
+
+
+def test_header_without_banner_and_upper_case_header() -> None:
+    lower = f"{HEADER}\n1624406400000,2021-06-23 00:00:00,BTC/USDT,1,2,0.5,1.5,10,15,7\n"
+    upper = (
+        "https://www.CryptoDataDownload.com\n"
+        "Unix,Date,Symbol,Open,High,Low,Close,Volume BTC,Volume USDT,tradecount\n"
+        "1624406400000,2021-06-23,BTCUSDT,1,2,0.5,1.5,10,15,7\n"
+    )
+    a = parse_cdd_csv(lower.encode(), symbol="BTCUSDT", timeframe="d").frame
+    b = parse_cdd_csv(upper.encode(), symbol="BTCUSDT", timeframe="d").frame
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_volumes_mapped_by_name_not_position() -> None:
+    swapped = (
+        "unix,date,symbol,open,high,low,close,Volume USDT,Volume BTC,tradecount\n"
+        "1624406400000,2021-06-23,BTCUSDT,1,2,0.5,1.5,15,10,7\n"
+    )
+    frame = parse_cdd_csv(swapped.encode(), symbol="BTCUSDT", timeframe="d").frame
+    assert (frame["volume_base"].iloc[0], frame["volume_quote"].iloc[0]) == (10.0, 15.0)
+
+
+GOOD_ROW = "1624406400000,2021-06-23 00:00:00,BTC/USDT,1,2,0.5,1.5,10,15,7"
+
+
+@pytest.mark.parametrize(
+    ("body", "cause"),
+    [
+        (b"", "empty body"),
+        (b"   \n", "empty body"),
+        (b"<!DOCTYPE html><html><body>Cloudflare</body></html>", "HTML page"),
+        (b"<html><head></head></html>", "HTML page"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"hello,world\n1,2\n", "no CDD header"),
+        (f"{HEADER}\n".encode(), "no candle rows"),
+        (
+            b"unix,date,symbol,open,high,low,Volume BTC,Volume USDT\n1,2,3,4,5,6,7,8\n",
+            "missing columns: close",
+        ),
+        (f"{HEADER.replace(',Volume USDT', '')}\n{GOOD_ROW[:-3]}\n".encode(), "missing columns"),
+        (f"{HEADER}\n{GOOD_ROW.replace(',1.5,', ',abc,')}\n".encode(), "unparseable value 'abc'"),
+        (f"{HEADER}\n{GOOD_ROW.replace('1624406400000', 'soon')}\n".encode(), "column 'unix'"),
+        (
+            f"{HEADER}\n{GOOD_ROW.replace('2021-06-23 00:00:00', '23/06/21 x')}\n".encode(),
+            "column 'date'",
+        ),
+        (f"{HEADER}\n{GOOD_ROW}\n{GOOD_ROW[:30]}".encode(), "row 2: missing value"),
+        (f"{HEADER}\n{GOOD_ROW.replace('BTC/USDT', 'ETH/USDT')}\n".encode(), "holds ETHUSDT"),
+        (
+            f"{HEADER}\n{GOOD_ROW.replace('1624406400000', '1624406460000')}\n".encode(),
+            "not on a d boundary",
+        ),
+    ],
+)
+def test_malformed_input_raises_parse_error_naming_the_cause(body: bytes, cause: str) -> None:
+    with pytest.raises(ParseError, match=cause) as info:
+        parse_cdd_csv(body, symbol="BTCUSDT", timeframe="d")
+    assert str(info.value).startswith("BTCUSDT: ")
