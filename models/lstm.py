@@ -1,0 +1,165 @@
+"""The LSTM forecaster in Keras 3: build, fit, predict, and to/from `.keras` bytes.
+
+Knows nothing about candles or prices: it maps (n, window, n_features) float arrays to (n,)
+standardized targets. Data preparation lives in tasks/prepare.py, training policy in
+tasks/train.py.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from models.presets import ModelConfig  # noqa: E402
+
+EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the weights are garbage and were not kept."""
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Raise instead of returning a model whose loss went NaN/inf (TerminateOnNaN only stops)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDivergedError(
+                f"training loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}; "
+                "lower the learning rate, enable clipping or check the inputs for NaN"
+            )
+
+
+def _optimizer(config: ModelConfig, learning_rate: float | None = None) -> keras.optimizers.Adam:
+    clipping: dict[str, float] = {}
+    if config.clipping == "value":
+        clipping["clipvalue"] = config.clip
+    elif config.clipping == "norm":
+        clipping["clipnorm"] = config.clip
+    lr = config.learning_rate if learning_rate is None else learning_rate
+    return keras.optimizers.Adam(learning_rate=lr, **clipping)
+
+
+def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float | None = None):
+    """(Re)compile with the config's Adam, clipping and loss; a fresh optimizer state."""
+    model.compile(optimizer=_optimizer(config, learning_rate), loss=config.loss)
+    return model
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and the backend (initial weights, dropout, shuffling)."""
+    keras.utils.set_random_seed(seed)
+
+
+def build(config: ModelConfig, n_features: int) -> keras.Model:
+    """Stacked LSTM(units...) -> Dense(1); `ensemble` such stacks averaged in one model.
+
+    Layers are named lstm_1, lstm_2, ... and output (one stack), or m<k>_lstm_<i>,
+    m<k>_output and output (ensemble). Seeds everything with `config.seed` first, so the
+    initial weights are reproducible; the model comes back compiled.
+    """
+    set_seed(config.seed)
+    inputs = keras.Input(shape=(config.window, n_features), name="window")
+    heads = []
+    for member in range(config.ensemble):
+        prefix = "" if config.ensemble == 1 else f"m{member + 1}_"
+        h = inputs
+        for i, units in enumerate(config.units):
+            last = i == len(config.units) - 1
+            h = keras.layers.LSTM(
+                units,
+                return_sequences=not last,
+                dropout=config.dropout,
+                name=f"{prefix}lstm_{i + 1}",
+            )(h)
+        heads.append(keras.layers.Dense(1, name=f"{prefix}output" if prefix else "output")(h))
+    outputs = heads[0] if len(heads) == 1 else keras.layers.Average(name="output")(heads)
+    model = keras.Model(inputs, outputs, name=f"lstm_{config.name}")
+    return compile_model(model, config)
+
+
+def fit(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    patience: int | None = None,
+    on_epoch_end: EpochHook | None = None,
+) -> dict[str, list[float]]:
+    """Train in place; return the per-epoch history (loss, val_loss, whatever the hook adds).
+
+    Early stopping on `val_loss` with the best weights restored when `patience` is set and a
+    validation part exists. `on_epoch_end(epoch, logs)` may add entries to `logs` before they
+    are recorded (e.g. a price-space MAPE).
+
+    Raises
+    ------
+    TrainingDivergedError: the loss became NaN or infinite.
+    """
+    callbacks: list[keras.callbacks.Callback] = [_StopOnNonFinite()]
+    if on_epoch_end is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
+    has_val = val is not None and len(val[1]) > 0
+    if patience is not None and has_val:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True
+            )
+        )
+    history = model.fit(
+        train[0],
+        train[1].reshape(-1, 1),
+        validation_data=(val[0], val[1].reshape(-1, 1)) if has_val else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def predict(model: keras.Model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Standardized predictions, shape (n,); direct calls (no predict-loop start-up cost)."""
+    if len(x) == 0:
+        return np.empty(0, dtype=np.float32)
+    parts = [
+        keras.ops.convert_to_numpy(model(x[i : i + chunk], training=False))
+        for i in range(0, len(x), chunk)
+    ]
+    return np.concatenate(parts).reshape(-1)
+
+
+def to_bytes(model: keras.Model) -> bytes:
+    """The model (architecture, weights, optimizer state) in Keras 3's native `.keras` format."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        return path.read_bytes()
+
+
+def from_bytes(data: bytes) -> keras.Model:
+    """Load `.keras` bytes with safe_mode=True (no arbitrary code from the file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        path.write_bytes(data)
+        return keras.saving.load_model(path, compile=True, safe_mode=True)

@@ -1,0 +1,135 @@
+"""Forecast metrics in price space, always next to persistence (tomorrow's close = today's).
+
+Every function takes 1-D arrays of equal, non-zero length and raises ValueError otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    mean_absolute_error,
+    mean_absolute_percentage_error,
+    root_mean_squared_error,
+)
+
+
+def _arrays(actual: Any, predicted: Any) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(actual, dtype=float).reshape(-1)
+    p = np.asarray(predicted, dtype=float).reshape(-1)
+    if a.shape != p.shape or a.size == 0:
+        raise ValueError(f"need two non-empty arrays of one length, got {a.shape} and {p.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(p).all()):
+        raise ValueError("actual and predicted values must be finite")
+    return a, p
+
+
+def mape(actual: Any, predicted: Any) -> float:
+    """Mean absolute percentage error, in percent.
+
+    MAPE = 100 / n * sum_i |a_i - p_i| / |a_i|
+
+    Raises
+    ------
+    ValueError: an actual value is 0 (the ratio is undefined; a zero price is bad data), or the
+    arrays are empty, of different lengths or not finite.
+    """
+    a, p = _arrays(actual, predicted)
+    if (a == 0).any():
+        raise ValueError("MAPE is undefined where an actual value is 0")
+    return float(100.0 * mean_absolute_percentage_error(a, p))
+
+
+def mae(actual: Any, predicted: Any) -> float:
+    """Mean absolute error, in the units of the values: MAE = 1/n * sum_i |a_i - p_i|."""
+    return float(mean_absolute_error(*_arrays(actual, predicted)))
+
+
+def rmse(actual: Any, predicted: Any) -> float:
+    """Root mean squared error: RMSE = sqrt(1/n * sum_i (a_i - p_i)^2)."""
+    return float(root_mean_squared_error(*_arrays(actual, predicted)))
+
+
+def mase(actual: Any, predicted: Any, persistence: Any) -> float:
+    """Mean absolute scaled error against persistence on the same rows.
+
+    MASE = MAE(actual, predicted) / MAE(actual, persistence); below 1 beats persistence.
+
+    Raises
+    ------
+    ValueError: persistence is exact on every row (MAE 0), so the ratio is undefined.
+    """
+    baseline = mae(actual, persistence)
+    if baseline == 0:
+        raise ValueError("MASE is undefined: persistence has zero error")
+    return mae(actual, predicted) / baseline
+
+
+def skill(model_mape: float, persistence_mape: float) -> float:
+    """Skill score on MAPE: 1 - MAPE_model / MAPE_persistence.
+
+    0 ties persistence, > 0 beats it, 1 is perfect. ValueError when MAPE_persistence is 0.
+    """
+    if persistence_mape == 0:
+        raise ValueError("skill is undefined: persistence has zero error")
+    return 1.0 - model_mape / persistence_mape
+
+
+def mean_move_pct(base: Any, forecast: Any) -> float:
+    """Mean size of the forecast move from the base close, in percent: 100/n * sum |f - b| / b.
+
+    Shows whether a model moves at all (persistence: 0) next to how much prices moved.
+    """
+    return mape(base, forecast)
+
+
+def standardized_mape_lecture(z_actual: Any, z_predicted: Any) -> float:
+    """The lecture's number, for comparison only: MAPE on *standardized* values, in percent.
+
+    Meaningless as accuracy (standardized values cross 0, where the ratio explodes); computed
+    with scikit-learn's MAPE, which divides by max(|a|, eps) instead of failing at 0.
+    """
+    a, p = _arrays(z_actual, z_predicted)
+    return float(100.0 * mean_absolute_percentage_error(a, p))
+
+
+def evaluate(
+    actual: Any,
+    predicted: Any,
+    persistence: Any,
+    z_actual: Any | None = None,
+    z_predicted: Any | None = None,
+) -> dict[str, float | int]:
+    """All price-space metrics of one part, as a flat JSON-able dict.
+
+    Parameters
+    ----------
+    actual: realized closes; predicted: the model's closes; persistence: the previous closes
+    (the naive forecast), all for the same target rows and in price units.
+    z_actual, z_predicted: the standardized target and prediction, for the lecture's
+    standardized MAPE only (key omitted when not given).
+
+    Returns
+    -------
+    n, mape, mae, rmse, persistence_mape, persistence_mae, persistence_rmse, mase, skill,
+    move_pct_model, move_pct_actual and, when given, mape_standardized_lecture.
+    """
+    model_mape = mape(actual, predicted)
+    persistence_mape = mape(actual, persistence)
+    metrics = {
+        "n": int(np.asarray(actual).size),
+        "mape": model_mape,
+        "mae": mae(actual, predicted),
+        "rmse": rmse(actual, predicted),
+        "persistence_mape": persistence_mape,
+        "persistence_mae": mae(actual, persistence),
+        "persistence_rmse": rmse(actual, persistence),
+        "mase": mase(actual, predicted, persistence),
+        "skill": skill(model_mape, persistence_mape),
+        "move_pct_model": mean_move_pct(persistence, predicted),
+        "move_pct_actual": mean_move_pct(persistence, actual),
+    }
+    if z_actual is not None and z_predicted is not None:
+        metrics["mape_standardized_lecture"] = standardized_mape_lecture(z_actual, z_predicted)
+    return metrics

@@ -1,0 +1,317 @@
+"""Train, fine-tune and update LSTM models; the result is a serializable `TrainedModel`.
+
+TensorFlow is imported on first use (models.lstm), so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from models.presets import ModelConfig
+from tasks.evaluate import evaluate, mape
+from tasks.prepare import Prepared, Samples, ScalerParams, prepare, to_price
+
+Kind = Literal["retrain", "fine_tune"]
+Policy = Literal["auto", "fine_tune", "retrain"]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained network with everything needed to use, judge and reproduce it.
+
+    model_bytes: the Keras `.keras` file; scaler, config, timeframe: how inputs were made;
+    history: per-epoch loss/val_loss/price_mape/val_price_mape; metrics: {"val": ..., "test":
+    ...} from `tasks.evaluate.evaluate` (None for an empty part); data_range: first/last
+    candle and split boundaries (ISO UTC); kind: retrain or fine_tune; fine_tunes_since_retrain
+    and retrain_val_ratio: the `auto` policy's memory.
+    """
+
+    model_bytes: bytes = field(repr=False)
+    config: ModelConfig
+    scaler: ScalerParams
+    timeframe: str
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]
+    data_range: dict[str, Any]
+    kind: Kind = "retrain"
+    train_seconds: float = 0.0
+    fine_tunes_since_retrain: int = 0
+    retrain_val_ratio: float | None = None
+
+    @cached_property
+    def keras_model(self) -> Any:
+        """The network, loaded once from `model_bytes` (safe mode)."""
+        from models import lstm
+
+        return lstm.from_bytes(self.model_bytes)
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the model bytes, JSON-able (stored beside the `.keras` file)."""
+        return {
+            "config": self.config.to_dict(),
+            "scaler": self.scaler.to_dict(),
+            "timeframe": self.timeframe,
+            "history": self.history,
+            "metrics": self.metrics,
+            "data_range": self.data_range,
+            "kind": self.kind,
+            "train_seconds": self.train_seconds,
+            "fine_tunes_since_retrain": self.fine_tunes_since_retrain,
+            "retrain_val_ratio": self.retrain_val_ratio,
+        }
+
+    def metadata_json(self) -> str:
+        return json.dumps(self.metadata(), sort_keys=True)
+
+    @classmethod
+    def from_parts(cls, model_bytes: bytes, metadata: dict[str, Any] | str) -> TrainedModel:
+        """Inverse of (`model_bytes`, `metadata()`/`metadata_json()`)."""
+        meta = json.loads(metadata) if isinstance(metadata, str) else dict(metadata)
+        meta["config"] = ModelConfig.from_dict(meta["config"])
+        meta["scaler"] = ScalerParams.from_dict(meta["scaler"])
+        return cls(model_bytes=model_bytes, **meta)
+
+    @property
+    def val_ratio(self) -> float | None:
+        """Validation MAPE / persistence MAPE on the same rows (1 - skill); None without val."""
+        return _val_ratio(self.metrics)
+
+
+def _val_ratio(metrics: dict[str, Any]) -> float | None:
+    val = metrics.get("val")
+    return None if val is None else val["mape"] / val["persistence_mape"]
+
+
+def predict_prices(trained: TrainedModel, samples: Samples) -> np.ndarray:
+    """The model's predicted closes (price units) for prepared samples."""
+    return _predict_prices(trained.keras_model, samples, trained.scaler, trained.config)
+
+
+def _predict_prices(model: Any, samples: Samples, scaler: ScalerParams, config: ModelConfig):
+    from models import lstm
+
+    return to_price(lstm.predict(model, samples.x), samples.base_close, scaler, config)
+
+
+def _evaluate_part(model: Any, samples: Samples, prepared: Prepared, config: ModelConfig):
+    if len(samples) == 0:
+        return None
+    from models import lstm
+
+    z = lstm.predict(model, samples.x)
+    price = to_price(z, samples.base_close, prepared.scaler, config)
+    return evaluate(samples.actual_close, price, samples.base_close, samples.y, z)
+
+
+def _price_mape_hook(model: Any, prepared: Prepared, config: ModelConfig):
+    """Adds price_mape (train) and val_price_mape to each epoch's logs."""
+
+    def hook(epoch: int, logs: dict[str, Any]) -> None:
+        for key, part in (("price_mape", prepared.train), ("val_price_mape", prepared.val)):
+            if len(part):
+                predicted = _predict_prices(model, part, prepared.scaler, config)
+                logs[key] = mape(part.actual_close, predicted)
+
+    return hook
+
+
+def _data_range(frame: pd.DataFrame, prepared: Prepared) -> dict[str, Any]:
+    def first(samples: Samples) -> str | None:
+        return samples.target_time[0].isoformat() if len(samples) else None
+
+    return {
+        "first": frame.index[0].isoformat(),
+        "last": frame.index[-1].isoformat(),
+        "rows": len(frame),
+        "val_start": first(prepared.val),
+        "test_start": first(prepared.test),
+        "samples": {
+            "train": len(prepared.train),
+            "val": len(prepared.val),
+            "test": len(prepared.test),
+        },
+    }
+
+
+def _fit(
+    model: Any,
+    prepared: Prepared,
+    train: Samples,
+    config: ModelConfig,
+    epochs: int,
+    patience: int | None,
+    track_price_mape: bool,
+) -> tuple[dict[str, list[float]], float]:
+    from models import lstm
+
+    hook = _price_mape_hook(model, prepared, config) if track_price_mape else None
+    started = time.perf_counter()
+    history = lstm.fit(
+        model,
+        (train.x, train.y),
+        (prepared.val.x, prepared.val.y),
+        epochs=epochs,
+        batch_size=config.batch_size,
+        patience=patience,
+        on_epoch_end=hook,
+    )
+    return history, time.perf_counter() - started
+
+
+def _result(
+    model: Any,
+    frame: pd.DataFrame,
+    prepared: Prepared,
+    config: ModelConfig,
+    timeframe: str,
+    fitted: tuple[dict[str, list[float]], float],
+    previous: TrainedModel | None = None,
+) -> TrainedModel:
+    """Evaluate and package; `previous` is the model a fine-tune started from (None: retrain)."""
+    from models import lstm
+
+    metrics = {
+        "val": _evaluate_part(model, prepared.val, prepared, config),
+        "test": _evaluate_part(model, prepared.test, prepared, config),
+    }
+    if previous is None:
+        ratio = _val_ratio(metrics)
+        lineage = {"kind": "retrain", "fine_tunes_since_retrain": 0, "retrain_val_ratio": ratio}
+    else:
+        lineage = {
+            "kind": "fine_tune",
+            "fine_tunes_since_retrain": previous.fine_tunes_since_retrain + 1,
+            "retrain_val_ratio": previous.retrain_val_ratio,
+        }
+    trained = TrainedModel(
+        model_bytes=lstm.to_bytes(model),
+        config=config,
+        scaler=prepared.scaler,
+        timeframe=timeframe,
+        history=fitted[0],
+        metrics=metrics,
+        data_range=_data_range(frame, prepared),
+        train_seconds=fitted[1],
+        **lineage,
+    )
+    trained.__dict__["keras_model"] = model  # prime the cached_property: no reload from bytes
+    return trained
+
+
+def train_model(
+    frame: pd.DataFrame, config: ModelConfig, timeframe: str = "d", track_price_mape: bool = True
+) -> TrainedModel:
+    """Train from scratch: split, fit a new scaler on the training rows, build, fit, evaluate.
+
+    Early stopping on validation loss (best weights restored) when `config.patience` is set.
+    `track_price_mape` adds the per-epoch price-space MAPE to the history (one extra forward
+    pass per epoch). Raises models.lstm.TrainingDivergedError on a NaN/inf loss.
+    """
+    from models import lstm
+
+    prepared = prepare(frame, config, timeframe)
+    if len(prepared.train) == 0:
+        raise ValueError("no training windows: too few consecutive candles")
+    model = lstm.build(config, prepared.train.x.shape[2])
+    fitted = _fit(
+        model, prepared, prepared.train, config, config.epochs, config.patience, track_price_mape
+    )
+    return _result(model, frame, prepared, config, timeframe, fitted)
+
+
+def fine_tune(
+    trained: TrainedModel,
+    frame: pd.DataFrame,
+    epochs: int | None = None,
+    track_price_mape: bool = True,
+) -> TrainedModel:
+    """Continue training `trained` on `frame` (incl. the newest candles), keeping its scaler.
+
+    Trains `epochs` (default config.fine_tune_epochs) epochs, without early stopping, at
+    config.fine_tune_learning_rate on the newest config.fine_tune_rows training windows, then
+    evaluates like `train_model`.
+    """
+    from models import lstm
+
+    config = trained.config
+    prepared = prepare(frame, config, trained.timeframe, scaler=trained.scaler)
+    model = lstm.from_bytes(trained.model_bytes)
+    lstm.compile_model(model, config, config.fine_tune_learning_rate)
+    lstm.set_seed(config.seed + trained.fine_tunes_since_retrain + 1)
+    train = prepared.train.tail(config.fine_tune_rows)
+    fitted = _fit(
+        model, prepared, train, config, epochs or config.fine_tune_epochs, None, track_price_mape
+    )
+    return _result(model, frame, prepared, config, trained.timeframe, fitted, previous=trained)
+
+
+def decide(
+    policy: Policy,
+    has_model: bool,
+    fine_tunes_since_retrain: int,
+    val_ratio: float | None,
+    retrain_val_ratio: float | None,
+    retrain_every: int,
+    tolerance: float,
+) -> Kind:
+    """Fine-tune or retrain? Pure; `auto` fine-tunes unless a retrain is due.
+
+    `auto` retrains when there is no model, after `retrain_every` fine-tunes since the last
+    retrain, or when the current model's validation ratio (MAPE / persistence MAPE on the same
+    rows, so calm and wild periods compare) exceeds the last retrain's by more than
+    `tolerance` (relative): val_ratio > retrain_val_ratio * (1 + tolerance).
+    """
+    if policy == "retrain" or not has_model:
+        return "retrain"
+    if policy == "fine_tune":
+        return "fine_tune"
+    if fine_tunes_since_retrain >= retrain_every:
+        return "retrain"
+    if val_ratio is not None and retrain_val_ratio is not None:
+        if val_ratio > retrain_val_ratio * (1 + tolerance):
+            return "retrain"
+    return "fine_tune"
+
+
+def update_model(
+    previous: TrainedModel | None,
+    frame: pd.DataFrame,
+    config: ModelConfig,
+    policy: Policy = "auto",
+    timeframe: str = "d",
+) -> TrainedModel:
+    """The daily step: fine-tune `previous` or retrain from scratch, as `decide` says.
+
+    Under `auto`, a fine-tune whose validation ratio degrades beyond the tolerance is replaced
+    at once by a retrain.
+    """
+    has = previous is not None
+    kind = decide(
+        policy,
+        has,
+        previous.fine_tunes_since_retrain if has else 0,
+        previous.val_ratio if has else None,
+        previous.retrain_val_ratio if has else None,
+        config.retrain_every,
+        config.degrade_tolerance,
+    )
+    if kind == "retrain" or previous is None:
+        return train_model(frame, config, timeframe)
+    tuned = fine_tune(previous, frame)
+    again = decide(
+        policy,
+        True,
+        0,
+        tuned.val_ratio,
+        tuned.retrain_val_ratio,
+        config.retrain_every,
+        config.degrade_tolerance,
+    )
+    return train_model(frame, config, timeframe) if again == "retrain" else tuned

@@ -1,0 +1,97 @@
+"""Training, fine-tuning, the update policy and the forecast, on tiny networks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models import lstm
+from models.presets import preset
+from tasks.forecast import forecast
+from tasks.prepare import latest_window, prepare, to_price
+from tasks.train import TrainedModel, decide, fine_tune, train_model, update_model
+
+TINY = preset("tiny")
+
+
+def test_train_model_returns_a_serializable_evaluated_model(wavy_frame):
+    trained = train_model(wavy_frame, TINY)
+    assert trained.kind == "retrain"
+    assert set(trained.history) >= {"loss", "val_loss", "price_mape", "val_price_mape"}
+    assert len(trained.history["loss"]) == TINY.epochs
+    test = trained.metrics["test"]
+    assert test["n"] == len(prepare(wavy_frame, TINY).test)
+    assert {"mape", "persistence_mape", "mase", "skill", "mape_standardized_lecture"} <= set(test)
+    again = TrainedModel.from_parts(trained.model_bytes, json.loads(trained.metadata_json()))
+    assert again.metadata() == trained.metadata()
+    x = prepare(wavy_frame, TINY).test.x
+    np.testing.assert_array_equal(
+        lstm.predict(again.keras_model, x), lstm.predict(trained.keras_model, x)
+    )
+
+
+def _first_epoch_loss(model, samples, config, lr):
+    lstm.compile_model(model, config, lr)
+    history = lstm.fit(model, (samples.x, samples.y), None, epochs=1, batch_size=config.batch_size)
+    return history["loss"][0]
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_the_stored_weights(wavy_frame):
+    config = TINY.replace(units=(8,), epochs=40, learning_rate=1e-2, fine_tune_learning_rate=1e-4)
+    trained = train_model(wavy_frame, config, track_price_mape=False)
+    train = prepare(wavy_frame, config, scaler=trained.scaler).train
+    stored = lstm.compile_model(trained.keras_model, config).evaluate(
+        train.x, train.y.reshape(-1, 1), verbose=0
+    )
+    tuned = fine_tune(trained, wavy_frame, epochs=1, track_price_mape=False)
+    fresh = _first_epoch_loss(lstm.build(config, 1), train, config, config.fine_tune_learning_rate)
+    tuned_loss = tuned.history["loss"][0]
+    assert stored < 0.5 * fresh  # the stored model has learnt something
+    assert abs(tuned_loss - stored) < 0.2 * abs(fresh - stored)
+    assert tuned.kind == "fine_tune" and tuned.fine_tunes_since_retrain == 1
+    assert tuned.scaler == trained.scaler
+
+
+@pytest.mark.parametrize(
+    ("policy", "has_model", "count", "ratio", "retrain_ratio", "expected"),
+    [
+        ("auto", False, 0, None, None, "retrain"),
+        ("auto", True, 3, 0.99, 0.98, "fine_tune"),
+        ("auto", True, 30, 0.99, 0.98, "retrain"),  # every 30 fine-tunes
+        ("auto", True, 3, 1.10, 0.98, "retrain"),  # degraded by > 10 %
+        ("auto", True, 3, 1.07, 0.98, "fine_tune"),  # within the 10 % tolerance
+        ("fine_tune", True, 99, 5.0, 0.98, "fine_tune"),
+        ("fine_tune", False, 0, None, None, "retrain"),
+        ("retrain", True, 0, 0.9, 0.98, "retrain"),
+    ],
+)
+def test_decide(policy, has_model, count, ratio, retrain_ratio, expected):
+    assert decide(policy, has_model, count, ratio, retrain_ratio, 30, 0.1) == expected
+
+
+def test_update_model_follows_the_policy(wavy_frame):
+    first = update_model(None, wavy_frame, TINY)
+    assert first.kind == "retrain"
+    second = update_model(first, wavy_frame, TINY, policy="fine_tune")
+    assert second.kind == "fine_tune"
+
+
+def test_forecast_is_recursive_in_price_units_with_dates(wavy_frame):
+    trained = train_model(wavy_frame, TINY, track_price_mape=False)
+    out = forecast(trained, wavy_frame, horizon=7)
+    last = wavy_frame.index[-1]
+    assert list(out.index) == [last + np.timedelta64(k, "D") for k in range(1, 8)]
+    assert out["step"].tolist() == list(range(1, 8))
+    assert (out["close"] > 0).all()
+    one = forecast(trained, wavy_frame, horizon=1)["close"].iloc[0]
+    assert out["close"].iloc[0] == pytest.approx(one)
+    x = latest_window(wavy_frame, TINY, trained.scaler)  # step 1 by hand
+    by_hand = to_price(
+        lstm.predict(trained.keras_model, x), wavy_frame["close"].iloc[-1:], trained.scaler, TINY
+    )
+    assert one == pytest.approx(float(by_hand[0]))
+    with pytest.raises(ValueError):
+        forecast(trained, wavy_frame, horizon=0)
