@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from candlecast.settings import Settings
+from candlecast.settings import Settings, get_settings
 from db.migrate import upgrade
 from db.schema import Base
 from db.session import get_engine
@@ -108,3 +111,43 @@ def settings(db_url: str, cdd_dir: Path, tmp_path: Path) -> Settings:
 def httpserver_listen_address() -> tuple[str, int]:
     """pytest-httpserver on 127.0.0.1 (loopback only), any free port."""
     return ("127.0.0.1", 0)
+
+
+@pytest.fixture(scope="session")
+def cdd_mirror(cdd_dir: Path) -> Iterator[str]:
+    """The CDD files served over HTTP on 127.0.0.1, as a user's mirror would be."""
+    handler = functools.partial(QuietHandler, directory=str(cdd_dir))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the whole session (starting one takes seconds)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def prefect_env(
+    prefect_harness: None, settings: Settings, cdd_mirror: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """Settings for flows (read from the environment) on the test database and the mirror."""
+    monkeypatch.setenv("CANDLECAST_DATABASE_URL", settings.sqlalchemy_url())
+    monkeypatch.setenv("CANDLECAST_CDD_BASE_URL", cdd_mirror)
+    monkeypatch.setenv("CANDLECAST_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CANDLECAST_HTTP_BACKOFF_S", "0")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()

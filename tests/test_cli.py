@@ -1,0 +1,94 @@
+"""The candlecast command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from candlecast.cli import app
+from candlecast.settings import Settings, get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("CANDLECAST_DATABASE_URL", settings.sqlalchemy_url())
+    monkeypatch.setenv("CANDLECAST_CDD_BASE_URL", settings.cdd_base_url)
+    monkeypatch.setenv("CANDLECAST_HTTP_BACKOFF_S", "0")
+    get_settings.cache_clear()
+    yield settings
+    get_settings.cache_clear()
+
+
+def test_ingest_prints_one_line_per_symbol_then_nothing_new(env: Settings) -> None:
+    first = runner.invoke(app, ["ingest", "--symbol", "ETHUSDT", "--symbol", "ADAUSDT"])
+    assert first.exit_code == 0, first.output
+    lines = first.output.strip().splitlines()
+    assert lines[0].startswith("Binance ETHUSDT d: 1409 rows parsed, 1407 inserted, 0 updated")
+    assert lines[1].startswith("Binance ADAUSDT d: 1165 rows parsed, 1164 inserted, 0 updated")
+    again = runner.invoke(app, ["ingest", "-s", "ETHUSDT", "-s", "ADAUSDT"])
+    assert again.exit_code == 0
+    assert all(" 0 inserted, 0 updated" in line for line in again.output.strip().splitlines())
+
+
+def test_failing_symbol_gives_one_line_error_and_others_still_run(env: Settings) -> None:
+    result = runner.invoke(app, ["ingest", "-s", "NOPEUSDT", "-s", "BNBUSDT"])
+    assert result.exit_code == 1
+    assert "error: NOPEUSDT: no such file in the mirror" in result.stderr
+    assert "Traceback" not in result.output
+    assert "Binance BNBUSDT d: 1272 rows parsed, 1271 inserted" in result.stdout
+
+
+@pytest.mark.parametrize("bad", ["BTC'; DROP TABLE candles;--", "../../etc/passwd", "БТК"])
+def test_hostile_symbols_are_refused(env: Settings, bad: str) -> None:
+    result = runner.invoke(app, ["ingest", "--symbol", bad])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: invalid symbol")
+
+
+def test_db_upgrade_masks_the_password(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CANDLECAST_DATABASE_URL", "postgresql+psycopg://u:s3cret@127.0.0.1:1/x")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["db", "upgrade"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "s3cret" not in result.output
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_console_script_help_for_each_command(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("candlecast")
+    for args in (["--help"], ["ingest", "--help"], ["db", "upgrade", "--help"]):
+        out = subprocess.run(
+            [str(script), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ | {"CANDLECAST_DATA_DIR": str(tmp_path)},
+        )
+        assert "Usage: candlecast" in out.stdout
+
+
+def test_db_upgrade_then_ingest_in_a_real_process(tmp_path: Path, cdd_dir: Path) -> None:
+    script = Path(sys.executable).with_name("candlecast")
+    env = os.environ | {
+        "CANDLECAST_DATA_DIR": str(tmp_path),
+        "CANDLECAST_CDD_BASE_URL": str(cdd_dir),
+    }
+    env.pop("CANDLECAST_DATABASE_URL", None)
+    upgraded = subprocess.run(
+        [str(script), "db", "upgrade"], capture_output=True, text=True, env=env
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"sqlite:///{tmp_path}/candlecast.sqlite is at revision" in upgraded.stdout
+    ingested = subprocess.run([str(script), "ingest"], capture_output=True, text=True, env=env)
+    assert ingested.returncode == 0, ingested.stderr
+    assert ingested.stdout.startswith("Binance BTCUSDT d: 2981 rows parsed, 2981 inserted")
