@@ -4,10 +4,13 @@ server needed); errors print one line naming the symbol and cause, tracebacks on
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -45,6 +48,8 @@ def _guarded(action: Callable[[], T]) -> T:
         if _state["debug"]:
             raise
         message = str(exc) if isinstance(exc, CandlecastError) else f"{type(exc).__name__}: {exc}"
+        if "no such table" in message or "UndefinedTable" in message:
+            message = "the database has no candlecast schema yet: run `candlecast db upgrade`"
         typer.echo(f"error: {message.splitlines()[0] if message else type(exc).__name__}", err=True)
         raise typer.Exit(1) from None
 
@@ -84,6 +89,138 @@ def ingest(
         typer.echo(result.line())
     if failed:
         raise typer.Exit(1)
+
+
+models_app = typer.Typer(
+    help="Model versions: list them (champion marked), prune old bytes.",
+    invoke_without_command=True,
+)
+app.add_typer(models_app, name="models")
+Format = Literal["table", "csv", "json"]
+
+
+@models_app.callback()
+def models_list(
+    ctx: typer.Context,
+    symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this pair.")] = None,
+    output: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+) -> None:
+    """List model versions with their test metrics; * marks each series' champion."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = _view("model_leaderboard", symbol, ("exchange", "symbol", "timeframe", "version"))
+    columns = [
+        "symbol",
+        "timeframe",
+        "version",
+        "is_champion",
+        "kind",
+        "parent_version",
+        "preset",
+        "created_at",
+        "test_mape",
+        "test_persistence_mape",
+        "test_skill",
+        "decision",
+    ]
+    for row in rows:
+        row["is_champion"] = "*" if row["is_champion"] else ""
+    typer.echo(render(rows, columns, output, empty="no model versions yet"))
+
+
+@models_app.command("prune")
+def models_prune(
+    keep: Annotated[int, typer.Option(help="Newest versions per series whose bytes are kept.")],
+    symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this pair.")] = None,
+) -> None:
+    """Delete the bytes of old versions; never a champion, a former champion, or a version that
+    forecasts point to. Says what it removed."""
+    from db import registry
+    from db.session import session_factory
+
+    def run() -> list[tuple[str, int, int]]:
+        with session_factory().begin() as session:
+            return [
+                (v.symbol, v.version, v.size_bytes)
+                for v in registry.prune(session, keep, _symbol(symbol))
+            ]
+
+    pruned = _guarded(run)
+    for name, number, size in pruned:
+        typer.echo(f"pruned {name} v{number} ({size} bytes)")
+    typer.echo(f"{len(pruned)} version(s) pruned, {sum(p[2] for p in pruned)} bytes freed")
+
+
+@app.command()
+def forecasts(
+    symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this pair.")] = None,
+    output: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+) -> None:
+    """The champions' latest forecasts (and a line for each series without a champion)."""
+    rows = _view("latest_forecasts", symbol, ("exchange", "symbol", "timeframe", "horizon"))
+    columns = [
+        "symbol",
+        "timeframe",
+        "version",
+        "as_of",
+        "horizon",
+        "target_time",
+        "predicted_close",
+        "persistence_close",
+    ]
+    typer.echo(render(rows, columns, output, empty="no forecasts yet"))
+    if output == "table":
+        for status in _view("series_status", symbol, ("symbol",)):
+            if status["note"]:
+                typer.echo(f"{status['symbol']}: {status['note']}", err=True)
+
+
+def _symbol(symbol: str | None) -> str | None:
+    from candlecast.identifiers import check_symbol
+
+    return None if symbol is None else _guarded(lambda: check_symbol(symbol))
+
+
+def _view(name: str, symbol: str | None, order: tuple[str, ...]) -> list[dict[str, Any]]:
+    from db import registry
+    from db.session import session_factory
+
+    checked = _symbol(symbol)
+
+    def read() -> list[dict[str, Any]]:
+        with session_factory()() as session:
+            return registry.view_rows(session, name, checked, order)
+
+    return _guarded(read)
+
+
+def render(rows: list[dict[str, Any]], columns: list[str], output: str, empty: str) -> str:
+    """Rows as an aligned text table, CSV or JSON."""
+    if output == "json":
+        return json.dumps([{c: row.get(c) for c in columns} for row in rows], default=str, indent=2)
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(
+            buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue().rstrip("\n")
+    if not rows:
+        return empty
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.2f}"
+    return str(value)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -120,3 +121,120 @@ class Candle(Base):
     ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id"))
 
     __table_args__ = (UniqueConstraint("exchange", "symbol", "timeframe", "open_time"),)
+
+
+class ModelSeries(Base):
+    """One forecast series (exchange, symbol, timeframe): its version counter and champion.
+
+    ``last_version`` is incremented inside the registering transaction, which locks the row
+    (PostgreSQL) or the database (SQLite): version numbers are consecutive, without gaps.
+    """
+
+    __tablename__ = "model_series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(32))
+    timeframe: Mapped[str] = mapped_column(String(8))
+    last_version: Mapped[int] = mapped_column(default=0)
+    note: Mapped[str | None] = mapped_column(Text)  # e.g. why there is no champion
+    champion_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", use_alter=True, name="fk_model_series_champion_id")
+    )
+
+    __table_args__ = (UniqueConstraint("exchange", "symbol", "timeframe"),)
+
+
+class ModelVersion(Base):
+    """A trained model: where it came from, how it scored, and whether it became champion."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("model_series.id"))
+    exchange: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(32))
+    timeframe: Mapped[str] = mapped_column(String(8))
+    version: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))  # retrain | fine_tune
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    preset: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]]
+    scaler: Mapped[dict[str, Any]]
+    details: Mapped[dict[str, Any]]  # history, data range, policy memory: the rest of metadata
+    metrics: Mapped[dict[str, Any]]
+    train_start: Mapped[datetime | None]
+    train_end: Mapped[datetime | None]
+    train_rows: Mapped[int | None]
+    data_end: Mapped[datetime | None]  # newest candle the model saw (the as-of of its data)
+    test_start: Mapped[datetime | None]
+    test_end: Mapped[datetime | None]
+    test_mape: Mapped[float | None] = mapped_column(Double)
+    test_persistence_mape: Mapped[float | None] = mapped_column(Double)
+    test_skill: Mapped[float | None] = mapped_column(Double)
+    champion_mape_same_window: Mapped[float | None] = mapped_column(Double)
+    status: Mapped[str] = mapped_column(String(16))  # champion | candidate
+    decision: Mapped[str] = mapped_column(Text)
+    ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id"))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    libraries: Mapped[dict[str, Any]]
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    pruned_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("series_id", "version"),)
+
+
+class ModelBlob(Base):
+    """The ``.keras`` bytes of a version, apart so that listing versions never loads them."""
+
+    __tablename__ = "model_blobs"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ChampionChange(Base):
+    """Which version was champion of a series from when to when, and why it changed."""
+
+    __tablename__ = "champion_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("model_series.id"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    valid_from: Mapped[datetime]
+    valid_to: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_champion_changes_series", "series_id", "valid_from"),)
+
+
+class Forecast(Base):
+    """One predicted close: by a version, from the candles up to ``as_of``, ``horizon`` ahead."""
+
+    __tablename__ = "forecasts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    exchange: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(32))
+    timeframe: Mapped[str] = mapped_column(String(8))
+    as_of: Mapped[datetime]  # open time of the newest candle used
+    target_time: Mapped[datetime]  # open time of the candle whose close is predicted
+    horizon: Mapped[int]
+    predicted_close: Mapped[float] = mapped_column(Double)
+    persistence_close: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    realized_close: Mapped[float | None] = mapped_column(Double)
+    model_ape_pct: Mapped[float | None] = mapped_column(Double)
+    persistence_ape_pct: Mapped[float | None] = mapped_column(Double)
+    scored_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("version_id", "as_of", "horizon"),
+        Index("ix_forecasts_series_target", "exchange", "symbol", "timeframe", "target_time"),
+    )

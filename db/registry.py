@@ -1,0 +1,367 @@
+"""Model versions, champions and forecasts. Every function takes a Session and never commits.
+
+Registering a version is one transaction owned by the caller: the version row, its bytes, the
+series counter and (when promoted) the champion change commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert, delete, exists, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from candlecast.errors import CandlecastError
+from db.schema import (
+    Candle,
+    ChampionChange,
+    Forecast,
+    ModelBlob,
+    ModelSeries,
+    ModelVersion,
+    utcnow,
+)
+
+
+class TamperedModelError(CandlecastError):
+    """Stored model bytes whose sha256 differs from the one registered: refused."""
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """What the registry needs of a trained model (see tasks.registry for the conversion)."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    kind: str
+    preset: str
+    model_bytes: bytes
+    config: dict[str, Any]
+    scaler: dict[str, Any]
+    details: dict[str, Any]
+    metrics: dict[str, Any]
+    libraries: dict[str, Any]
+    train_start: datetime | None = None
+    train_end: datetime | None = None
+    train_rows: int | None = None
+    data_end: datetime | None = None
+    test_start: datetime | None = None
+    test_end: datetime | None = None
+    test_mape: float | None = None
+    test_persistence_mape: float | None = None
+    test_skill: float | None = None
+    parent_id: int | None = None
+    ingest_run_id: int | None = None
+    flow_run_id: str | None = None
+
+
+def _insert(session: Session, table: Any) -> Insert:
+    dialect = session.get_bind().dialect.name
+    module = {"postgresql": postgresql, "sqlite": sqlite}.get(dialect)
+    if module is None:
+        raise NotImplementedError(f"candlecast supports SQLite and PostgreSQL, not {dialect}")
+    return module.insert(table)
+
+
+def claim_version(session: Session, exchange: str, symbol: str, timeframe: str) -> tuple[int, int]:
+    """Take the next version number of a series: ``(series_id, version)``.
+
+    The series row is created if needed and incremented in place; the update locks it (the
+    whole database on SQLite) until the caller's transaction ends, so concurrent registrations
+    get consecutive numbers and a rolled-back one leaves no gap.
+    """
+    key = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
+    session.execute(
+        _insert(session, ModelSeries).values(**key, last_version=0).on_conflict_do_nothing()
+    )
+    row = session.execute(
+        update(ModelSeries)
+        .where(*(getattr(ModelSeries, k) == v for k, v in key.items()))
+        .values(last_version=ModelSeries.last_version + 1)
+        .returning(ModelSeries.id, ModelSeries.last_version)
+    ).one()
+    return row.id, row.last_version
+
+
+def get_series(session: Session, exchange: str, symbol: str, timeframe: str) -> ModelSeries | None:
+    return session.scalars(
+        select(ModelSeries).where(
+            ModelSeries.exchange == exchange,
+            ModelSeries.symbol == symbol,
+            ModelSeries.timeframe == timeframe,
+        )
+    ).one_or_none()
+
+
+def champion(session: Session, exchange: str, symbol: str, timeframe: str) -> ModelVersion | None:
+    """The series' current champion, or None while no version beats persistence."""
+    return session.scalars(
+        select(ModelVersion)
+        .join(ModelSeries, ModelSeries.champion_id == ModelVersion.id)
+        .where(
+            ModelSeries.exchange == exchange,
+            ModelSeries.symbol == symbol,
+            ModelSeries.timeframe == timeframe,
+        )
+    ).one_or_none()
+
+
+def latest_version(
+    session: Session, exchange: str, symbol: str, timeframe: str
+) -> ModelVersion | None:
+    """The newest version of a series (champion or not), or None."""
+    return session.scalars(
+        select(ModelVersion)
+        .where(
+            ModelVersion.exchange == exchange,
+            ModelVersion.symbol == symbol,
+            ModelVersion.timeframe == timeframe,
+        )
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    ).first()
+
+
+def add_version(
+    session: Session,
+    new: NewVersion,
+    *,
+    decision: str,
+    champion_mape_same_window: float | None,
+    now: datetime | None = None,
+) -> ModelVersion:
+    """Store ``new`` with its bytes under the next version number, as a candidate."""
+    series_id, number = claim_version(session, new.exchange, new.symbol, new.timeframe)
+    fields = {k: v for k, v in new.__dict__.items() if k != "model_bytes"}
+    version = ModelVersion(
+        **fields,
+        series_id=series_id,
+        version=number,
+        created_at=now or utcnow(),
+        status="candidate",
+        decision=decision,
+        champion_mape_same_window=champion_mape_same_window,
+        sha256=hashlib.sha256(new.model_bytes).hexdigest(),
+        size_bytes=len(new.model_bytes),
+    )
+    session.add(version)
+    session.flush()
+    session.add(ModelBlob(version_id=version.id, data=new.model_bytes))
+    session.flush()
+    return version
+
+
+def promote(
+    session: Session, version: ModelVersion, reason: str, now: datetime | None = None
+) -> None:
+    """Make ``version`` its series' champion: close the previous champion's history row, open
+    one for this version, clear the series note."""
+    now = now or utcnow()
+    session.execute(
+        update(ChampionChange)
+        .where(ChampionChange.series_id == version.series_id, ChampionChange.valid_to.is_(None))
+        .values(valid_to=now)
+    )
+    session.add(
+        ChampionChange(
+            series_id=version.series_id, version_id=version.id, valid_from=now, reason=reason
+        )
+    )
+    session.execute(
+        update(ModelSeries)
+        .where(ModelSeries.id == version.series_id)
+        .values(champion_id=version.id, note=None)
+    )
+    version.status = "promoted"
+    session.flush()
+
+
+def set_note(session: Session, series_id: int, note: str | None) -> None:
+    """Say something plainly about a series (e.g. why it has no champion); None clears it."""
+    session.execute(update(ModelSeries).where(ModelSeries.id == series_id).values(note=note))
+
+
+def champion_at(
+    session: Session, exchange: str, symbol: str, timeframe: str, when: datetime
+) -> int | None:
+    """The version number that was champion of a series at ``when``, or None."""
+    return session.scalar(
+        select(ModelVersion.version)
+        .join(ChampionChange, ChampionChange.version_id == ModelVersion.id)
+        .join(ModelSeries, ModelSeries.id == ChampionChange.series_id)
+        .where(
+            ModelSeries.exchange == exchange,
+            ModelSeries.symbol == symbol,
+            ModelSeries.timeframe == timeframe,
+            ChampionChange.valid_from <= when,
+            or_(ChampionChange.valid_to.is_(None), ChampionChange.valid_to > when),
+        )
+    )
+
+
+def model_bytes(session: Session, version: ModelVersion) -> bytes:
+    """The version's ``.keras`` bytes, after checking them against the registered sha256.
+
+    Raises
+    ------
+    TamperedModelError
+        The bytes are gone (pruned) or their sha256 differs from the registered one.
+    """
+    data = session.scalar(select(ModelBlob.data).where(ModelBlob.version_id == version.id))
+    label = f"{version.symbol} model v{version.version}"
+    if data is None:
+        raise TamperedModelError(f"{label}: its bytes were pruned; it cannot be loaded")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != version.sha256:
+        raise TamperedModelError(
+            f"{label}: stored bytes have sha256 {digest[:16]}..., registered "
+            f"{version.sha256[:16]}...; refusing to load a modified model"
+        )
+    return bytes(data)
+
+
+def save_forecasts(
+    session: Session,
+    version: ModelVersion,
+    rows: Iterable[dict[str, Any]],
+    flow_run_id: str | None = None,
+) -> int:
+    """Insert forecast rows (``as_of, target_time, horizon, predicted_close,
+    persistence_close``) of ``version``; rows already stored for the same (version, as_of,
+    horizon) are kept as they are. Returns how many were new."""
+    records = [
+        {
+            **row,
+            "version_id": version.id,
+            "exchange": version.exchange,
+            "symbol": version.symbol,
+            "timeframe": version.timeframe,
+            "flow_run_id": flow_run_id,
+            "created_at": utcnow(),
+        }
+        for row in rows
+    ]
+    if not records:
+        return 0
+    statement = (
+        _insert(session, Forecast)
+        .on_conflict_do_nothing(index_elements=["version_id", "as_of", "horizon"])
+        .returning(Forecast.id)
+    )
+    return _insert_count(session, statement, records)
+
+
+def _insert_count(session: Session, statement: Any, records: list[dict[str, Any]]) -> int:
+    inserted = 0
+    for record in records:  # a handful of rows a day; RETURNING tells which were new
+        inserted += len(session.execute(statement, record).all())
+    return inserted
+
+
+def score_forecasts(session: Session, exchange: str, symbol: str, timeframe: str) -> int:
+    """Fill in the realized close and absolute percentage errors of forecasts whose target
+    candle has arrived. Returns how many forecasts were scored now.
+
+    ``ape_pct = |predicted - realized| / realized * 100`` for the model and for persistence.
+    """
+    pending = session.execute(
+        select(Forecast.id, Forecast.predicted_close, Forecast.persistence_close, Candle.close)
+        .join(
+            Candle,
+            (Candle.exchange == Forecast.exchange)
+            & (Candle.symbol == Forecast.symbol)
+            & (Candle.timeframe == Forecast.timeframe)
+            & (Candle.open_time == Forecast.target_time),
+        )
+        .where(
+            Forecast.exchange == exchange,
+            Forecast.symbol == symbol,
+            Forecast.timeframe == timeframe,
+            Forecast.realized_close.is_(None),
+        )
+    ).all()
+    now = utcnow()
+    for forecast_id, predicted, persistence, realized in pending:
+        session.execute(
+            update(Forecast)
+            .where(Forecast.id == forecast_id)
+            .values(
+                realized_close=realized,
+                model_ape_pct=abs(predicted - realized) / realized * 100.0,
+                persistence_ape_pct=abs(persistence - realized) / realized * 100.0,
+                scored_at=now,
+            )
+        )
+    return len(pending)
+
+
+def protected_version_ids(session: Session) -> set[int]:
+    """Versions whose bytes are never pruned: champions now or before, and versions that
+    forecasts point to."""
+    former = select(ChampionChange.version_id)
+    current = select(ModelSeries.champion_id).where(ModelSeries.champion_id.is_not(None))
+    with_forecasts = select(Forecast.version_id).distinct()
+    ids: set[int] = set()
+    for query in (former, current, with_forecasts):
+        ids.update(session.scalars(query))
+    return ids
+
+
+def prune(session: Session, keep: int, symbol: str | None = None) -> list[ModelVersion]:
+    """Delete the bytes of all but the ``keep`` newest versions of each series, never those of
+    a protected version; the version rows stay (marked ``pruned_at``). Returns the pruned."""
+    if keep < 0:
+        raise ValueError(f"keep must be >= 0, got {keep}")
+    protected = protected_version_ids(session)
+    rank = (
+        func.row_number()
+        .over(partition_by=ModelVersion.series_id, order_by=ModelVersion.version.desc())
+        .label("rank")
+    )
+    ranked = select(ModelVersion.id, rank).where(
+        exists().where(ModelBlob.version_id == ModelVersion.id)
+    )
+    if symbol is not None:
+        ranked = ranked.where(ModelVersion.symbol == symbol)
+    old = [row.id for row in session.execute(ranked) if row.rank > keep and row.id not in protected]
+    if not old:
+        return []
+    session.execute(delete(ModelBlob).where(ModelBlob.version_id.in_(old)))
+    session.execute(update(ModelVersion).where(ModelVersion.id.in_(old)).values(pruned_at=utcnow()))
+    return list(
+        session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.id.in_(old))
+            .order_by(ModelVersion.symbol, ModelVersion.version)
+        )
+    )
+
+
+def view_rows(
+    session: Session, view: str, symbol: str | None = None, order: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Rows of one of the SQL views, as dicts (for the CLI)."""
+    if view not in {
+        "latest_forecasts",
+        "forecast_accuracy",
+        "model_leaderboard",
+        "champion_history",
+        "series_status",
+    }:
+        raise ValueError(f"unknown view {view!r}")
+    sql = f"SELECT * FROM {view}"  # noqa: S608 - view name checked against a fixed set above
+    params: dict[str, Any] = {}
+    if symbol is not None:
+        sql += " WHERE symbol = :symbol"
+        params["symbol"] = symbol
+    if order:
+        if not all(column.isidentifier() for column in order):
+            raise ValueError(f"bad ORDER BY columns {order!r}")
+        sql += " ORDER BY " + ", ".join(order)
+    return [dict(row._mapping) for row in session.execute(text(sql), params)]
