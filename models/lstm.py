@@ -57,9 +57,20 @@ def _optimizer(config: ModelConfig, learning_rate: float | None = None) -> keras
     return keras.optimizers.Adam(learning_rate=lr, **clipping)
 
 
-def compile_model(model: keras.Model, config: ModelConfig, learning_rate: float | None = None):
-    """(Re)compile with the config's Adam, clipping and loss; a fresh optimizer state."""
-    model.compile(optimizer=_optimizer(config, learning_rate), loss=config.loss)
+def compile_model(
+    model: keras.Model,
+    config: ModelConfig,
+    learning_rate: float | None = None,
+    run_eagerly: bool = False,
+) -> keras.Model:
+    """(Re)compile with the config's Adam, clipping and loss; a fresh optimizer state.
+
+    `run_eagerly` skips graph tracing (about a second on CPU): faster for a handful of steps,
+    slower for many.
+    """
+    model.compile(
+        optimizer=_optimizer(config, learning_rate), loss=config.loss, run_eagerly=run_eagerly
+    )
     return model
 
 

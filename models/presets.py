@@ -141,13 +141,21 @@ PRESETS: dict[str, ModelConfig] = {
         target="log_return",
         window=7,
         units=(32,),
+        shrink=0.5,
+        loss="mae",
         epochs=100,
         learning_rate=1e-3,
         batch_size=64,
         clipping="norm",
         clip=1.0,
         patience=10,
-        notes="placeholder until the measured choice lands",
+        fine_tune_epochs=2,
+        fine_tune_rows=128,
+        fine_tune_learning_rate=1e-4,
+        notes=(
+            "standardized daily close log returns, 7-day window, LSTM 32, MAE loss (the median"
+            " move, like MAPE), predicted return halved; chosen in bench/RESULTS.md"
+        ),
     ),
     "tiny": ModelConfig(
         name="tiny",

@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from candlecast.identifiers import period
 from models.presets import VOLUME_COLUMNS, ModelConfig
 
+
 @dataclass(frozen=True)
 class ScalerParams:
     """A fitted StandardScaler as plain numbers: z = (x - mean) / scale, per column."""
@@ -61,16 +62,19 @@ class Samples:
     def __len__(self) -> int:
         return len(self.y)
 
+    def select(self, rows: np.ndarray) -> Samples:
+        """The samples at `rows` (a boolean mask or integer positions)."""
+        return Samples(
+            self.x[rows], self.y[rows], self.base_close[rows], self.actual_close[rows],
+            self.target_time[rows],
+        )  # fmt: skip
+
     def tail(self, n: int | None) -> Samples:
         """The newest `n` samples (all when n is None)."""
-        if n is None or n >= len(self):
-            return self
-        return Samples(
-            self.x[-n:],
-            self.y[-n:],
-            self.base_close[-n:],
-            self.actual_close[-n:],
-            self.target_time[-n:],
+        return (
+            self
+            if n is None or n >= len(self)
+            else self.select(np.arange(len(self) - n, len(self)))
         )
 
 
@@ -177,15 +181,6 @@ def window_ends(valid: np.ndarray, segments: np.ndarray, window: int) -> np.ndar
     return ends[no_bad & one_run]
 
 
-def _samples(
-    scaled: np.ndarray, close: np.ndarray, index: pd.DatetimeIndex, ends: np.ndarray, window: int
-) -> Samples:
-    offsets = np.arange(-window + 1, 1)
-    x = scaled[ends[:, None] + offsets[None, :]].astype(np.float32)
-    y = scaled[ends + 1, 0].astype(np.float32)  # column 0 is close
-    return Samples(x, y, close[ends], close[ends + 1], index[ends + 1])
-
-
 def _ordered(config: ModelConfig) -> ModelConfig:
     """Put close first so that column 0 is always the target."""
     others = tuple(f for f in config.features if f != "close")
@@ -212,18 +207,36 @@ def prepare(
     Prepared with train/val/test samples (assigned by target row) and the scaler.
     """
     config = _ordered(config)
-    features = feature_frame(frame, config, timeframe)
     a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
     if scaler is None:
-        scaler = fit_scaler(features.iloc[:a])
+        scaler = fit_scaler(feature_frame(frame, config, timeframe).iloc[:a])
+    samples, targets = _windows(frame, config, timeframe, scaler)
+    train, val, test = (
+        samples.select(mask) for mask in (targets < a, (targets >= a) & (targets < b), targets >= b)
+    )
+    return Prepared(train, val, test, scaler)
+
+
+def windows(
+    frame: pd.DataFrame, config: ModelConfig, scaler: ScalerParams, timeframe: str = "d"
+) -> Samples:
+    """Every complete window of `frame` with its target, scaled by `scaler`, in time order."""
+    return _windows(frame, config, timeframe, scaler)[0]
+
+
+def _windows(
+    frame: pd.DataFrame, config: ModelConfig, timeframe: str, scaler: ScalerParams
+) -> tuple[Samples, np.ndarray]:
+    """All windows and their target row positions (see the module docstring for alignment)."""
+    features = feature_frame(frame, _ordered(config), timeframe)
     scaled = scaler.transform(features[list(scaler.columns)].to_numpy())
     valid = ~np.isnan(scaled).any(axis=1)
     ends = window_ends(valid, segment_ids(frame.index, timeframe), config.window)
+    offsets = np.arange(-config.window + 1, 1)
     close = frame["close"].to_numpy(dtype=float)
-    targets = ends + 1
-    parts = [ends[targets < a], ends[(targets >= a) & (targets < b)], ends[targets >= b]]
-    train, val, test = (_samples(scaled, close, frame.index, p, config.window) for p in parts)
-    return Prepared(train, val, test, scaler)
+    x = scaled[ends[:, None] + offsets[None, :]].astype(np.float32)
+    y = scaled[ends + 1, 0].astype(np.float32)  # column 0 is close
+    return Samples(x, y, close[ends], close[ends + 1], frame.index[ends + 1]), ends + 1
 
 
 def latest_window(

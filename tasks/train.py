@@ -20,6 +20,7 @@ from tasks.prepare import Prepared, Samples, ScalerParams, prepare, to_price
 
 Kind = Literal["retrain", "fine_tune"]
 Policy = Literal["auto", "fine_tune", "retrain"]
+EAGER_MAX_BATCHES = 8  # a fine-tune of at most this many batches per epoch runs eagerly
 
 
 @dataclass(frozen=True)
@@ -235,17 +236,21 @@ def fine_tune(
     """Continue training `trained` on `frame` (incl. the newest candles), keeping its scaler.
 
     Trains `epochs` (default config.fine_tune_epochs) epochs, without early stopping, at
-    config.fine_tune_learning_rate on the newest config.fine_tune_rows training windows, then
-    evaluates like `train_model`.
+    config.fine_tune_learning_rate on the newest config.fine_tune_rows windows before the test
+    part (validation rows included), then evaluates like `train_model`.
     """
     from models import lstm
 
     config = trained.config
     prepared = prepare(frame, config, trained.timeframe, scaler=trained.scaler)
     model = lstm.from_bytes(trained.model_bytes)
-    lstm.compile_model(model, config, config.fine_tune_learning_rate)
+    # the newest windows before the test part, validation rows included: they hold the newest
+    # candles (the validation MAPE of a fine-tuned model is therefore partly in-sample)
+    seen = prepare(frame, config.replace(val_fraction=0.0), trained.timeframe, trained.scaler)
+    train = seen.train.tail(config.fine_tune_rows)
+    few_steps = len(train) <= EAGER_MAX_BATCHES * config.batch_size  # tracing would dominate
+    lstm.compile_model(model, config, config.fine_tune_learning_rate, run_eagerly=few_steps)
     lstm.set_seed(config.seed + trained.fine_tunes_since_retrain + 1)
-    train = prepared.train.tail(config.fine_tune_rows)
     fitted = _fit(
         model, prepared, train, config, epochs or config.fine_tune_epochs, None, track_price_mape
     )

@@ -95,3 +95,13 @@ def test_forecast_is_recursive_in_price_units_with_dates(wavy_frame):
     assert one == pytest.approx(float(by_hand[0]))
     with pytest.raises(ValueError):
         forecast(trained, wavy_frame, horizon=0)
+
+
+def test_plots_are_png_files(wavy_frame, tmp_path):
+    from tasks.plots import plot_all
+
+    trained = train_model(wavy_frame, TINY)
+    paths = plot_all(trained, wavy_frame, tmp_path / "plots")
+    assert [p.name for p in paths] == ["history.png", "fit_train.png", "fit_test.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

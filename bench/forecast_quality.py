@@ -1,0 +1,126 @@
+"""Walk-forward forecast quality over the last 20% of CDD daily files, against persistence.
+
+    .venv/bin/python -m bench.forecast_quality [CSV ...] [--presets default seed]
+        [--every 30] [--fine-tune-every 7] [--seed-epochs 20]
+
+For each file and preset, the test period (last 20% of the candles) is walked in blocks: at the
+start of each block the model is refitted on the candles before it, then predicts every
+one-day-ahead close of the block (the inputs are real candles known the day before, the
+weights stay fixed within the block). Modes:
+  retrain  a full retrain every `--every` days (new scaler, early stopping on the newest 10%);
+  auto     one retrain, then a fine-tune every `--fine-tune-every` days under policy `auto`
+           (a retrain when due or when the validation ratio degrades).
+`seed` is too slow to walk forward: it is trained once at the start of the test period with
+`--seed-epochs` epochs (said in the table). Training seconds are wall-clock time of all fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.data import DAILY_FILES, load_daily
+from models.presets import ModelConfig, preset
+from tasks.evaluate import evaluate
+from tasks.prepare import split_bounds, windows
+from tasks.train import TrainedModel, predict_prices, update_model
+
+
+@dataclass
+class Walk:
+    """Predictions gathered over the test period, and the cost of producing them."""
+
+    actual: list[np.ndarray]
+    predicted: list[np.ndarray]
+    persistence: list[np.ndarray]
+    seconds: float = 0.0
+    retrains: int = 0
+    fine_tunes: int = 0
+
+    def add(self, trained: TrainedModel, frame: pd.DataFrame, start: int, stop: int) -> None:
+        """Predict the targets at rows [start, stop) with `trained`'s fixed weights."""
+        samples = windows(frame, trained.config, trained.scaler, trained.timeframe)
+        subset = samples.select(samples.target_time.isin(frame.index[start:stop]))
+        self.actual.append(subset.actual_close)
+        self.persistence.append(subset.base_close)
+        self.predicted.append(predict_prices(trained, subset))
+
+    def metrics(self) -> dict[str, float | int]:
+        return evaluate(
+            *(np.concatenate(v) for v in (self.actual, self.predicted, self.persistence))
+        )
+
+
+def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int) -> Walk:
+    """Refit at the start of each `every`-day block of the test period, predict the block."""
+    fit_config = config.replace(test_fraction=0.0)
+    start = split_bounds(len(frame), config.val_fraction, config.test_fraction)[1]
+    walk, trained = Walk([], [], []), None
+    for block in range(start, len(frame), every):
+        policy = "retrain" if mode == "retrain" else "auto"
+        began = time.perf_counter()
+        trained = update_model(trained, frame.iloc[:block], fit_config, policy=policy)
+        walk.seconds += time.perf_counter() - began
+        walk.retrains += trained.kind == "retrain"
+        walk.fine_tunes += trained.kind == "fine_tune"
+        walk.add(trained, frame, block, min(block + every, len(frame)))
+    return walk
+
+
+def run(files: list[Path], presets: list[str], every: int, ft_every: int, seed_epochs: int):
+    rows = []
+    for path in files:
+        symbol, frame = load_daily(path)
+        for name in presets:
+            config, mode, k = preset(name), "auto", ft_every
+            if name == "seed":
+                config, mode, k = config.replace(epochs=seed_epochs), "retrain", len(frame)
+            runs = [("retrain", every), (mode, k)] if name == "default" else [(mode, k)]
+            for run_mode, run_every in runs:
+                walk = walk_forward(frame, config, run_mode, run_every)
+                rows.append(_row(symbol, name, config, run_mode, run_every, walk))
+                print(_format([rows[-1]], header=len(rows) == 1), flush=True)
+    return rows
+
+
+def _row(symbol, name, config, mode, every, walk: Walk) -> dict[str, object]:
+    m = walk.metrics()
+    label = f"{name} ({config.epochs} ep)" if name == "seed" else name
+    return {
+        "symbol": symbol, "preset": label, "mode": mode, "every_days": every, "n": m["n"],
+        "mape": m["mape"], "persistence_mape": m["persistence_mape"], "mase": m["mase"],
+        "skill": m["skill"], "move_pct": m["move_pct_model"], "retrains": walk.retrains,
+        "fine_tunes": walk.fine_tunes, "train_s": walk.seconds,
+    }  # fmt: skip
+
+
+def _format(rows: list[dict[str, object]], header: bool = True) -> str:
+    table = pd.DataFrame(rows).to_string(index=False, header=header, float_format="{:.4f}".format)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", type=Path, default=DAILY_FILES)
+    parser.add_argument("--presets", nargs="+", default=["default", "seed"])
+    parser.add_argument("--every", type=int, default=30, help="days between full retrains")
+    parser.add_argument("--fine-tune-every", type=int, default=7, help="days between fine-tunes")
+    parser.add_argument("--seed-epochs", type=int, default=20)
+    args = parser.parse_args(argv)
+    rows = run(args.files, args.presets, args.every, args.fine_tune_every, args.seed_epochs)
+    print()
+    print(_format(rows))
+    result = " ".join(
+        f"{r['symbol']}_{str(r['preset']).split()[0]}_{r['mode']}_skill={r['skill']:.4f}"
+        for r in rows
+    )
+    print(f"RESULT {result}")
+
+
+if __name__ == "__main__":
+    main()

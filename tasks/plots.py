@@ -1,0 +1,91 @@
+"""The lecture's pictures, done honestly: PNG files of the training curves and the fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tasks.prepare import Samples, prepare  # noqa: E402
+from tasks.train import TrainedModel, predict_prices  # noqa: E402
+
+
+def plot_history(trained: TrainedModel, path: Path) -> Path:
+    """Loss (standardized target) and price-space MAPE per epoch, training and validation."""
+    history = trained.history
+    fig, (loss_ax, mape_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("loss", "train"), ("val_loss", "validation")):
+        if key in history:
+            loss_ax.plot(range(1, len(history[key]) + 1), history[key], label=label)
+    loss_ax.set(title=f"loss ({trained.config.loss}, standardized)", xlabel="epoch")
+    for key, label in (("price_mape", "train"), ("val_price_mape", "validation")):
+        if key in history:
+            mape_ax.plot(range(1, len(history[key]) + 1), history[key], label=label)
+    val = trained.metrics.get("val")
+    if val is not None:
+        mape_ax.axhline(val["persistence_mape"], color="grey", ls="--", label="persistence (val)")
+    mape_ax.set(title="MAPE in price units (%)", xlabel="epoch")
+    for ax in (loss_ax, mape_ax):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{trained.config.name}: training curves")
+    return _save(fig, path)
+
+
+def plot_fit(trained: TrainedModel, samples: Samples, title: str, path: Path) -> Path:
+    """Predicted against actual close, with persistence (yesterday's close) drawn too."""
+    predicted = predict_prices(trained, samples)
+    fig, (ax, moves) = plt.subplots(
+        2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    when = samples.target_time
+    ax.plot(when, samples.actual_close, color="black", lw=1.2, label="actual close")
+    ax.plot(when, samples.base_close, color="grey", lw=0.8, ls="--", label="persistence")
+    ax.plot(when, predicted, color="tab:orange", lw=1.0, label=f"{trained.config.name} model")
+    ax.set(title=title, ylabel="close (quote currency)")
+    # on the price scale model and persistence overlap: the moves show what the model adds
+    base = samples.base_close
+    moves.plot(when, 100 * (samples.actual_close / base - 1), color="black", lw=0.6, label="actual")
+    moves.plot(when, 100 * (predicted / base - 1), color="tab:orange", lw=1.0, label="predicted")
+    moves.axhline(0, color="grey", ls="--", lw=0.8, label="persistence")
+    moves.set(ylabel="move vs previous close (%)")
+    for axis in (ax, moves):
+        axis.legend(loc="upper left")
+        axis.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def plot_all(trained: TrainedModel, frame: pd.DataFrame, directory: Path) -> list[Path]:
+    """History, training-part fit and test-part fit as PNG files in `directory`; their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    prepared = prepare(frame, trained.config, trained.timeframe, scaler=trained.scaler)
+    paths = [plot_history(trained, directory / "history.png")]
+    parts = (("train", prepared.train), ("test", prepared.test))
+    for name, samples in parts:
+        if len(samples):
+            paths.append(_fit_plot(trained, name, samples, directory))
+    return paths
+
+
+def _fit_plot(trained: TrainedModel, name: str, samples: Samples, directory: Path) -> Path:
+    metrics = trained.metrics.get(name) or {}
+    score = ""
+    if "mape" in metrics:
+        score = f" - MAPE {metrics['mape']:.2f}% vs persistence {metrics['persistence_mape']:.2f}%"
+    title = f"{trained.config.name}: predicted vs actual close, {name} part{score}"
+    return plot_fit(trained, samples, title, directory / f"fit_{name}.png")
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
