@@ -113,19 +113,23 @@ def champion(session: Session, exchange: str, symbol: str, timeframe: str) -> Mo
 
 
 def latest_version(
-    session: Session, exchange: str, symbol: str, timeframe: str
+    session: Session,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    *,
+    data_until: datetime | None = None,
 ) -> ModelVersion | None:
-    """The newest version of a series (champion or not), or None."""
-    return session.scalars(
-        select(ModelVersion)
-        .where(
-            ModelVersion.exchange == exchange,
-            ModelVersion.symbol == symbol,
-            ModelVersion.timeframe == timeframe,
-        )
-        .order_by(ModelVersion.version.desc())
-        .limit(1)
-    ).first()
+    """The newest version of a series (champion or not), or None; with ``data_until``, the
+    newest one that saw no candle after it (for a backfill without look-ahead)."""
+    query = select(ModelVersion).where(
+        ModelVersion.exchange == exchange,
+        ModelVersion.symbol == symbol,
+        ModelVersion.timeframe == timeframe,
+    )
+    if data_until is not None:
+        query = query.where(ModelVersion.data_end <= data_until)
+    return session.scalars(query.order_by(ModelVersion.version.desc()).limit(1)).first()
 
 
 def add_version(

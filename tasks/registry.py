@@ -192,7 +192,6 @@ def register(
         version = registry.add_version(
             session,
             candidate,
-            promote=False,
             decision=decision.reason,
             champion_mape_same_window=champion_mape,
         )

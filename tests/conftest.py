@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -113,10 +115,42 @@ def httpserver_listen_address() -> tuple[str, int]:
     return ("127.0.0.1", 0)
 
 
+def wavy_cdd_csv(symbol: str = "WAVEUSDT", days: int = 400, end: str = "2025-10-14") -> bytes:
+    """A CDD-format daily file (banner, newest first) of a learnable price path: log returns
+    follow a slow sine plus a little noise, so even a tiny LSTM beats persistence on it."""
+    rng = np.random.default_rng(7)
+    returns = 0.03 * np.sin(np.arange(days) / 2.0) + rng.normal(0, 0.002, days)
+    close = 100.0 * np.exp(np.cumsum(returns))
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    index = pd.date_range(end=end, periods=days, freq="D", tz="UTC")
+    base, quote = symbol[:-4], symbol[-4:]
+    lines = [
+        "https://www.CryptoDataDownload.com",
+        f"Unix,Date,Symbol,Open,High,Low,Close,Volume {base},Volume {quote},tradecount",
+    ]
+    for i in reversed(range(days)):
+        high, low = max(open_[i], close[i]) * 1.01, min(open_[i], close[i]) * 0.99
+        lines.append(
+            f"{int(index[i].timestamp() * 1000)},{index[i]:%Y-%m-%d},{symbol},"
+            f"{open_[i]:.6f},{high:.6f},{low:.6f},{close[i]:.6f},100,{100 * close[i]:.4f},50"
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
 @pytest.fixture(scope="session")
-def cdd_mirror(cdd_dir: Path) -> Iterator[str]:
+def mirror_dir(cdd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real CDD files plus a synthetic, learnable WAVEUSDT file."""
+    directory = tmp_path_factory.mktemp("mirror")
+    for path in cdd_dir.glob("*.csv"):
+        (directory / path.name).write_bytes(path.read_bytes())
+    (directory / "Binance_WAVEUSDT_d.csv").write_bytes(wavy_cdd_csv())
+    return directory
+
+
+@pytest.fixture(scope="session")
+def cdd_mirror(mirror_dir: Path) -> Iterator[str]:
     """The CDD files served over HTTP on 127.0.0.1, as a user's mirror would be."""
-    handler = functools.partial(QuietHandler, directory=str(cdd_dir))
+    handler = functools.partial(QuietHandler, directory=str(mirror_dir))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1,0 +1,80 @@
+"""The daily pipeline and the backfill, as Prefect flows."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from prefect import flow
+from prefect.states import Failed
+
+from tasks.daily import Mode, SymbolOutcome, forecast_symbol
+from tasks.report import publish_run_report
+
+DEFAULT_SYMBOLS = ["BTCUSDT"]
+
+
+@flow(name="daily-forecast")
+def daily_forecast(
+    symbols: list[str] | None = None,
+    exchange: str = "Binance",
+    mode: Mode = "auto",
+    preset: str = "default",
+    horizon: int = 7,
+) -> list[SymbolOutcome]:
+    """For each symbol: ingest, fine-tune or retrain, evaluate, register (champion gate),
+    forecast with the champion and score earlier forecasts. A failing symbol does not lose the
+    others' results; the run then ends Failed, naming each failed symbol and its cause."""
+    outcomes: list[SymbolOutcome] = []
+    failures: dict[str, str] = {}
+    for symbol in symbols or DEFAULT_SYMBOLS:
+        state = forecast_symbol(
+            symbol, exchange, mode=mode, preset=preset, horizon=horizon, return_state=True
+        )
+        if state.is_completed():
+            outcomes.append(state.result())
+        else:
+            failures[symbol] = _cause(state)
+    publish_run_report(outcomes, failures)
+    if failures:
+        return Failed(message="; ".join(f"{s}: {c}" for s, c in failures.items()))
+    return outcomes
+
+
+@flow(name="backfill")
+def backfill(
+    symbol: str,
+    start: date,
+    end: date,
+    exchange: str = "Binance",
+    mode: Mode = "auto",
+    preset: str = "default",
+    horizon: int = 7,
+) -> list[SymbolOutcome]:
+    """The forecasts each day from ``start`` to ``end`` (inclusive) would have received, each
+    from the candles up to that day only. Days already forecast are skipped (idempotent)."""
+    from tasks.backfill import days_to_backfill
+
+    outcomes = []
+    for day in days_to_backfill(symbol, exchange, start, end):
+        as_of = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        outcomes.append(
+            forecast_symbol(
+                symbol,
+                exchange,
+                mode=mode,
+                preset=preset,
+                horizon=horizon,
+                as_of=as_of,
+                ingest=False,
+            )
+        )
+    publish_run_report(outcomes, {})
+    return outcomes
+
+
+def _cause(state: object) -> str:
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - the cause is what we report
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return getattr(state, "message", None) or "failed"

@@ -1,0 +1,253 @@
+"""The daily step for one symbol: ingest, fine-tune or retrain, register, forecast, score.
+
+:func:`forecast_symbol` is a Prefect task (one per symbol in ``flows/daily.py``) and a plain
+function (``.fn``) for tests, benchmarks and the backfill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from prefect import task
+
+from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
+from candlecast.settings import Settings, get_settings
+from db import registry
+from db.queries import latest_ingest_run, load_candles
+from db.schema import ModelVersion
+from db.session import session_factory
+from tasks.ingest import IngestResult, ingest_symbol
+from tasks.logs import current_flow_run_id, run_logger
+from tasks.registry import forecast_rows, load_trained, register
+
+Mode = Literal["auto", "fine_tune", "retrain"]
+
+
+@dataclass
+class SymbolOutcome:
+    """What the daily step did for one symbol; the run summary is made of these."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    as_of: str
+    rows: int
+    ingest: dict[str, Any] | None
+    action: str
+    version: int
+    promoted: bool
+    decision: str
+    champion_version: int | None
+    test_mape: float | None
+    persistence_mape: float | None
+    skill: float | None
+    train_seconds: float
+    forecasts: list[dict[str, Any]] = field(default_factory=list)
+    forecasts_new: int = 0
+    scored: int = 0
+    plots: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@task(
+    name="forecast-symbol", task_run_name="forecast {exchange} {symbol}", timeout_seconds=3 * 3600
+)
+def forecast_symbol(
+    symbol: str,
+    exchange: str = "Binance",
+    timeframe: str = "d",
+    *,
+    mode: Mode = "auto",
+    preset: str = "default",
+    horizon: int = 7,
+    as_of: datetime | None = None,
+    ingest: bool = True,
+    settings: Settings | None = None,
+) -> SymbolOutcome:
+    """Run the daily pipeline for one symbol and return what it did.
+
+    ``as_of`` cuts the candles at that open time (a backfill sees only what existed then);
+    ``ingest=False`` skips the download (the backfill, benchmarks).
+    """
+    from models.presets import preset as load_preset
+
+    settings = settings or get_settings()
+    symbol, exchange, timeframe = (
+        check_symbol(symbol),
+        check_exchange(exchange),
+        check_timeframe(timeframe),
+    )
+    if horizon < 1:
+        raise ValueError(f"{symbol}: horizon must be >= 1, got {horizon}")
+    config = load_preset(preset)
+    log = run_logger()
+    sessions = session_factory(settings.sqlalchemy_url())
+    ingested: IngestResult | None = None
+    if ingest:
+        ingested = ingest_symbol.fn(symbol, exchange, timeframe, settings=settings)
+    with sessions() as session:
+        frame = load_candles(session, exchange, symbol, timeframe, end=as_of)
+        base = _base_version(session, exchange, symbol, timeframe, as_of)
+        previous = load_trained(session, base) if base is not None else None
+        run = latest_ingest_run(session, exchange, symbol, timeframe)
+    if frame.empty:
+        raise ValueError(f"{symbol}: no candles stored for {exchange} {timeframe}; ingest first")
+    if previous is not None and previous.config.name != config.name:
+        log.info(
+            "%s: preset changed from %s to %s: retraining", symbol, previous.config.name, preset
+        )
+        previous = None
+    trained = _train(previous, frame, config, mode, timeframe)
+    _log_training(log, symbol, trained)
+    version = register(
+        sessions,
+        trained,
+        frame,
+        exchange=exchange,
+        symbol=symbol,
+        parent_id=base.id if base is not None and trained.kind == "fine_tune" else None,
+        ingest_run_id=run.id if run else None,
+        flow_run_id=current_flow_run_id(),
+    )
+    log.info("%s: v%d %s: %s", symbol, version.version, version.status, version.decision)
+    outcome = _outcome(exchange, symbol, timeframe, frame, ingested, trained, version)
+    _forecast_and_score(
+        sessions, outcome, trained, version, frame, horizon, log, backfill=as_of is not None
+    )
+    outcome.plots = _plots(trained, frame, settings.reports_dir, symbol, version.version)
+    return outcome
+
+
+def _base_version(
+    session: Any, exchange: str, symbol: str, timeframe: str, as_of: datetime | None
+) -> ModelVersion | None:
+    """What a fine-tune starts from: the champion, else the newest version; in a backfill
+    (``as_of``), the newest version that saw no candle after ``as_of``."""
+    if as_of is not None:
+        return registry.latest_version(session, exchange, symbol, timeframe, data_until=as_of)
+    return registry.champion(session, exchange, symbol, timeframe) or registry.latest_version(
+        session, exchange, symbol, timeframe
+    )
+
+
+def _train(previous: Any, frame: pd.DataFrame, config: Any, mode: Mode, timeframe: str) -> Any:
+    from tasks.train import update_model
+
+    return update_model(previous, frame, config, policy=mode, timeframe=timeframe)
+
+
+def _log_training(log: Any, symbol: str, trained: Any) -> None:
+    history = trained.history
+    epochs = len(history.get("loss", []))
+    for i in range(epochs):
+        parts = [f"{k} {v[i]:.4g}" for k, v in history.items() if i < len(v)]
+        log.info("%s: %s epoch %d/%d: %s", symbol, trained.kind, i + 1, epochs, ", ".join(parts))
+    test = trained.metrics.get("test") or {}
+    if test:
+        log.info(
+            "%s: test MAPE %.3f%% vs persistence %.3f%% (skill %+.4f) in %.1f s",
+            symbol,
+            test["mape"],
+            test["persistence_mape"],
+            test["skill"],
+            trained.train_seconds,
+        )
+
+
+def _outcome(
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    frame: pd.DataFrame,
+    ingested: IngestResult | None,
+    trained: Any,
+    version: ModelVersion,
+) -> SymbolOutcome:
+    test = trained.metrics.get("test") or {}
+    warnings = [str(w["message"]) for w in (ingested.warnings if ingested else [])]
+    return SymbolOutcome(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        as_of=frame.index[-1].isoformat(),
+        rows=len(frame),
+        ingest={k: getattr(ingested, k) for k in ("inserted", "updated", "rows_parsed")}
+        if ingested
+        else None,
+        action=trained.kind,
+        version=version.version,
+        promoted=version.status == "promoted",
+        decision=version.decision,
+        champion_version=None,
+        test_mape=test.get("mape"),
+        persistence_mape=test.get("persistence_mape"),
+        skill=test.get("skill"),
+        train_seconds=trained.train_seconds,
+        warnings=warnings,
+    )
+
+
+def _forecast_and_score(
+    sessions: Any,
+    outcome: SymbolOutcome,
+    trained: Any,
+    version: ModelVersion,
+    frame: pd.DataFrame,
+    horizon: int,
+    log: Any,
+    *,
+    backfill: bool = False,
+) -> None:
+    """Forecast with the champion and score earlier forecasts. In a backfill today's champion
+    saw the future, so the day's own new version forecasts, if it beats persistence."""
+    key = (outcome.exchange, outcome.symbol, outcome.timeframe)
+    with sessions() as session:
+        champion = registry.champion(session, *key)
+        champion_model = None
+        if backfill:
+            beats = (outcome.test_mape or float("inf")) < (outcome.persistence_mape or 0.0)
+            champion, champion_model = (version, trained) if beats else (None, None)
+        elif champion is not None:
+            champion_model = (
+                trained if champion.id == version.id else load_trained(session, champion)
+            )
+    if champion is None:
+        message = (
+            f"{outcome.symbol}: no version beats persistence yet; no model forecast is "
+            "served (use persistence: tomorrow = today)"
+        )
+        outcome.warnings.append(message)
+        log.warning("%s", message)
+    else:
+        outcome.champion_version = champion.version
+        outcome.forecasts = forecast_rows(champion_model, frame, horizon)
+    with sessions.begin() as session:
+        if champion is not None:
+            outcome.forecasts_new = registry.save_forecasts(
+                session, champion, outcome.forecasts, flow_run_id=current_flow_run_id()
+            )
+        outcome.scored = registry.score_forecasts(session, *key)
+    log.info(
+        "%s: %d forecasts by champion v%s (%d new), %d earlier forecasts scored",
+        outcome.symbol,
+        len(outcome.forecasts),
+        outcome.champion_version,
+        outcome.forecasts_new,
+        outcome.scored,
+    )
+
+
+def _plots(
+    trained: Any, frame: pd.DataFrame, reports: Path, symbol: str, version: int
+) -> list[str]:
+    from tasks.plots import plot_all
+
+    directory = reports / symbol / f"v{version}"
+    return [str(p) for p in plot_all(trained, frame, directory)]

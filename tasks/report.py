@@ -1,0 +1,107 @@
+"""What each run shows: Prefect artifacts and the same report as files for people without UI."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from pathlib import Path
+
+from candlecast.settings import get_settings
+from tasks.daily import SymbolOutcome
+from tasks.logs import current_flow_run_id, run_logger
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}%"
+
+
+def summary_markdown(outcomes: list[SymbolOutcome], failures: dict[str, str]) -> str:
+    """A markdown summary: per symbol the action, version, champion, MAPE next to persistence,
+    skill, rows ingested and warnings; failed symbols with their cause."""
+    lines = [
+        "# candlecast daily run",
+        "",
+        "| symbol | as of | action | version | champion | MAPE | persistence | skill | "
+        "ingested | forecasts |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for o in outcomes:
+        ingested = (
+            f"{o.ingest['inserted']} new, {o.ingest['updated']} updated" if o.ingest else "skipped"
+        )
+        champion = f"v{o.champion_version}" if o.champion_version else "none (persistence)"
+        skill = "n/a" if o.skill is None else f"{o.skill:+.4f}"
+        verdict = "promoted" if o.promoted else "candidate"
+        lines.append(
+            f"| {o.symbol} | {o.as_of[:10]} | {o.action} | v{o.version} ({verdict}) | {champion} | "
+            f"{_pct(o.test_mape)} | {_pct(o.persistence_mape)} | {skill} | {ingested} | "
+            f"{len(o.forecasts)} ({o.forecasts_new} new), {o.scored} scored |"
+        )
+    for symbol, cause in failures.items():
+        lines.append(f"| {symbol} | | **failed** | | | | | | | {cause} |")
+    for o in outcomes:
+        lines += ["", f"## {o.symbol}", "", f"Decision: {o.decision}"]
+        lines += [f"- warning: {w}" for w in o.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def forecast_table(outcomes: list[SymbolOutcome]) -> list[dict[str, object]]:
+    return [
+        {
+            "symbol": o.symbol,
+            "version": o.champion_version,
+            "as_of": str(row["as_of"])[:10],
+            "horizon": row["horizon"],
+            "target": str(row["target_time"])[:10],
+            "predicted_close": round(row["predicted_close"], 8),
+            "persistence_close": row["persistence_close"],
+        }
+        for o in outcomes
+        for row in o.forecasts
+    ]
+
+
+def plots_markdown(outcomes: list[SymbolOutcome]) -> str:
+    """The run's plots inline (PNG as data URIs) with their file paths."""
+    lines = ["# candlecast plots", ""]
+    for o in outcomes:
+        for path in map(Path, o.plots):
+            data = base64.b64encode(path.read_bytes()).decode()
+            lines += [
+                f"## {o.symbol} v{o.version}: {path.stem}",
+                "",
+                f"![{path.stem}](data:image/png;base64,{data})",
+                "",
+                f"`{path}`",
+                "",
+            ]
+    return "\n".join(lines)
+
+
+def publish_run_report(outcomes: list[SymbolOutcome], failures: dict[str, str]) -> Path:
+    """Attach the summary, the forecast table and the plots to the current Prefect run (when
+    there is one) and write the summary to the reports folder. Returns the summary file."""
+    summary = summary_markdown(outcomes, failures)
+    reports = get_settings().reports_dir
+    reports.mkdir(parents=True, exist_ok=True)
+    run_id = current_flow_run_id()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = reports / f"run-{stamp}{'-' + run_id[:8] if run_id else ''}.md"
+    path.write_text(summary)
+    if run_id is not None:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+        create_markdown_artifact(summary, key="daily-summary", description="candlecast run summary")
+        create_table_artifact(
+            forecast_table(outcomes),
+            key="daily-forecasts",
+            description="forecasts made by the champions in this run",
+        )
+        if any(o.plots for o in outcomes):
+            create_markdown_artifact(
+                plots_markdown(outcomes),
+                key="daily-plots",
+                description="loss/MAPE per epoch; predicted vs actual",
+            )
+    run_logger().info("run report written to %s", path)
+    return path

@@ -1,0 +1,91 @@
+"""The daily pipeline and the backfill as Prefect flows, on SQLite and PostgreSQL, with the
+tiny preset and CDD files served on 127.0.0.1."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from prefect.artifacts import Artifact
+from sqlalchemy import func, select
+
+from candlecast.settings import Settings
+from db import registry
+from db.schema import Forecast, ModelVersion
+from db.session import session_factory
+from flows.daily import backfill, daily_forecast
+
+pytestmark = pytest.mark.slow
+
+
+def test_daily_run_forecasts_with_a_champion_and_is_idempotent(prefect_env: Settings) -> None:
+    url = prefect_env.sqlalchemy_url()
+    (wave,) = daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=3)
+    assert wave.action == "retrain" and wave.version == 1 and wave.promoted
+    assert wave.champion_version == 1 and [f["horizon"] for f in wave.forecasts] == [1, 2, 3]
+    assert wave.test_mape < wave.persistence_mape
+    with session_factory(url)() as session:
+        latest = registry.view_rows(session, "latest_forecasts", "WAVEUSDT", ("horizon",))
+    assert [(r["version"], r["horizon"]) for r in latest] == [(1, 1), (1, 2), (1, 3)]
+    assert latest[0]["predicted_close"] == pytest.approx(wave.forecasts[0]["predicted_close"])
+    # the next day's run: no new candle here, so a fine-tune of v1 and no duplicate forecasts
+    (again,) = daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=3)
+    assert again.action == "fine_tune" and again.version == 2
+    with session_factory(url)() as session:
+        parent = session.scalar(select(ModelVersion.parent_id).where(ModelVersion.version == 2))
+        count = session.scalar(select(func.count()).select_from(Forecast))
+    assert parent is not None
+    assert count == 3 + (0 if again.champion_version == 1 else 3)
+
+
+def test_losing_model_is_reported_not_served(prefect_env: Settings) -> None:
+    (btc,) = daily_forecast(symbols=["BTCUSDT"], preset="tiny", horizon=2)
+    assert not btc.promoted and btc.champion_version is None and btc.forecasts == []
+    assert "does not beat persistence" in btc.decision
+    assert any("no version beats persistence" in w for w in btc.warnings)
+    with session_factory(prefect_env.sqlalchemy_url())() as session:
+        (status,) = registry.view_rows(session, "series_status", "BTCUSDT")
+    assert status["champion_version"] is None and "forecasts are not served" in status["note"]
+
+
+def test_failing_symbol_keeps_the_others_and_fails_the_run(prefect_env: Settings) -> None:
+    state = daily_forecast(
+        symbols=["NOPEUSDT", "WAVEUSDT"], preset="tiny", horizon=2, return_state=True
+    )
+    assert state.is_failed()
+    assert "NOPEUSDT: HTTP 404" in state.message
+    with session_factory(prefect_env.sqlalchemy_url())() as session:
+        symbols = set(session.scalars(select(Forecast.symbol)))
+    assert symbols == {"WAVEUSDT"}
+
+
+def test_run_attaches_summary_forecast_table_and_plots(prefect_env: Settings) -> None:
+    state = daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=2, return_state=True)
+    assert state.is_completed()
+    summary = Artifact.get("daily-summary")
+    assert summary is not None and "| WAVEUSDT |" in summary.data
+    table = Artifact.get("daily-forecasts")
+    assert table is not None and "predicted_close" in table.data
+    plots = Artifact.get("daily-plots")
+    assert plots is not None and "data:image/png;base64," in plots.data
+    written = sorted(prefect_env.reports_dir.glob("WAVEUSDT/v1/*.png"))
+    assert [p.name for p in written] == ["fit_test.png", "fit_train.png", "history.png"]
+
+
+def test_backfill_uses_only_past_data_and_is_idempotent(prefect_env: Settings) -> None:
+    daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=1)  # ingest + first model
+    outcomes = backfill(
+        "WAVEUSDT", date(2025, 10, 10), date(2025, 10, 12), preset="tiny", horizon=1
+    )
+    assert [o.as_of[:10] for o in outcomes] == ["2025-10-10", "2025-10-11", "2025-10-12"]
+    assert all(o.rows < 400 for o in outcomes)  # cut at each day: no look-ahead
+    assert [o.rows for o in outcomes] == [396, 397, 398]
+    with session_factory(prefect_env.sqlalchemy_url())() as session:
+        rows = session.execute(
+            select(Forecast.as_of, ModelVersion.data_end)
+            .join(ModelVersion, ModelVersion.id == Forecast.version_id)
+            .where(ModelVersion.version > 1)
+        ).all()
+    assert rows and all(data_end <= as_of for as_of, data_end in rows)  # no model from the future
+    again = backfill("WAVEUSDT", date(2025, 10, 10), date(2025, 10, 12), preset="tiny", horizon=1)
+    assert again == []
