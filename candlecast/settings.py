@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         default=0.5, gt=0.0, description="Warn when a close moves more than this (0.5 = 50%)."
     )
 
+    @property
+    def reports_dir(self) -> Path:
+        """Where plots and run reports are written (``<data_dir>/reports``)."""
+        return self.data_dir / "reports"
+
     def sqlalchemy_url(self) -> str:
         """The database URL in plain text, for the engine only; never log it."""
         if self.database_url is not None:
