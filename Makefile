@@ -8,7 +8,11 @@ SYMBOLS ?= BTCUSDT
 
 run: $(VENV)/.installed  ## create .venv, install, migrate the SQLite database, run the main job once
 	$(BIN)/candlecast db upgrade
-	$(BIN)/candlecast ingest $(foreach s,$(SYMBOLS),--symbol $(s))
+	$(BIN)/candlecast run $(foreach s,$(SYMBOLS),--symbol $(s))
+
+serve: $(VENV)/.installed  ## serve the prefect.yaml deployments against PREFECT_API_URL
+	$(BIN)/candlecast db upgrade
+	$(BIN)/candlecast serve
 
 test: $(VENV)/.dev-installed  ## create .venv with the dev extras and run the whole test suite
 	$(BIN)/ruff check .

@@ -91,6 +91,67 @@ def ingest(
         raise typer.Exit(1)
 
 
+@app.command("run")
+def run_daily(
+    symbol: Annotated[
+        list[str], typer.Option("--symbol", "-s", help="Pair as CDD names it; repeat for more.")
+    ] = ["BTCUSDT"],  # noqa: B006 - typer reads the default, nobody mutates it
+    exchange: Annotated[str, typer.Option(help="Exchange as CDD names it.")] = "Binance",
+    mode: Annotated[
+        Literal["auto", "fine_tune", "retrain"], typer.Option(help="auto, fine_tune or retrain.")
+    ] = "auto",
+    preset: Annotated[str, typer.Option(help="Model preset: default, seed, tiny.")] = "default",
+    horizon: Annotated[int, typer.Option(min=1, max=60, help="Days ahead to forecast.")] = 7,
+) -> None:
+    """Run the daily pipeline once (a Prefect flow run) and print the forecasts."""
+    from flows.daily import daily_forecast
+    from tasks.report import forecast_table, summary_markdown
+
+    state = _guarded(
+        lambda: daily_forecast(
+            symbols=symbol,
+            exchange=exchange,
+            mode=mode,
+            preset=preset,
+            horizon=horizon,
+            return_state=True,
+        )
+    )
+    outcomes = state.result(raise_on_failure=False) if state.is_completed() else []
+    if outcomes:
+        typer.echo(summary_markdown(outcomes, {}).split("\n## ")[0].rstrip())
+        rows = forecast_table(outcomes)
+        columns = [
+            "symbol",
+            "version",
+            "as_of",
+            "horizon",
+            "target",
+            "predicted_close",
+            "persistence_close",
+        ]
+        typer.echo("")
+        typer.echo(render(rows, columns, "table", empty="no forecasts: see the warnings above"))
+        for outcome in outcomes:
+            for warning in outcome.warnings:
+                typer.echo(f"warning: {warning}", err=True)
+    if not state.is_completed():
+        typer.echo(f"error: {state.message}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    deployment: Annotated[
+        list[str] | None, typer.Option("--deployment", "-d", help="Only these (daily, backfill).")
+    ] = None,
+) -> None:
+    """Serve the deployments of prefect.yaml against the Prefect server (PREFECT_API_URL)."""
+    from candlecast.serve import serve as serve_deployments
+
+    _guarded(lambda: serve_deployments(deployment or None))
+
+
 models_app = typer.Typer(
     help="Model versions: list them (champion marked), prune old bytes.",
     invoke_without_command=True,
