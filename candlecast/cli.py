@@ -280,7 +280,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.2f}"
+        return f"{value:.10g}"
     return str(value)
 
 
