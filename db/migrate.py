@@ -43,3 +43,17 @@ def head_revision() -> str:
     if head is None:  # pragma: no cover - the project always ships a migration
         raise RuntimeError("no Alembic migration found")
     return head
+
+
+def require_head(url: str | None = None) -> None:
+    """Raise a clear error unless the database is migrated to this code's newest revision."""
+    from candlecast.errors import CandlecastError
+    from db.session import masked_url
+
+    current, head = current_revision(url), head_revision()
+    if current != head:
+        where = masked_url(get_engine(url).url.render_as_string(hide_password=False))
+        raise CandlecastError(
+            f"database {where} is at revision {current or 'none (empty)'}, this candlecast "
+            f"needs {head}: run `candlecast db upgrade`"
+        )

@@ -40,10 +40,14 @@ def build_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-@lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
     """The process-wide engine for ``url`` (default: the configured database)."""
-    return build_engine(url or get_settings().sqlalchemy_url())
+    return _cached_engine(url or get_settings().sqlalchemy_url())
+
+
+@lru_cache(maxsize=16)
+def _cached_engine(url: str) -> Engine:
+    return build_engine(url)
 
 
 def session_factory(url: str | None = None) -> sessionmaker[Session]:

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from prefect import flow
 from prefect.states import Failed
 
+from db.migrate import require_head
 from tasks.daily import Mode, SymbolOutcome, forecast_symbol
 from tasks.report import publish_run_report
 
@@ -24,6 +25,7 @@ def daily_forecast(
     """For each symbol: ingest, fine-tune or retrain, evaluate, register (champion gate),
     forecast with the champion and score earlier forecasts. A failing symbol does not lose the
     others' results; the run then ends Failed, naming each failed symbol and its cause."""
+    require_head()
     outcomes: list[SymbolOutcome] = []
     failures: dict[str, str] = {}
     for symbol in symbols or DEFAULT_SYMBOLS:
@@ -54,6 +56,7 @@ def backfill(
     from the candles up to that day only. Days already forecast are skipped (idempotent)."""
     from tasks.backfill import days_to_backfill
 
+    require_head()
     outcomes = []
     for day in days_to_backfill(symbol, exchange, start, end):
         as_of = datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.futures import wait
 
+from db.migrate import require_head
 from tasks.ingest import IngestResult, ingest_symbol
 
 
@@ -16,6 +17,7 @@ def ingest(
 
     The flow run fails after all symbols ran if any of them failed, naming each.
     """
+    require_head()
     futures = [ingest_symbol.submit(s, exchange, timeframe) for s in symbols or ["BTCUSDT"]]
     wait(futures)
     failed = [f for f in futures if f.state.is_failed()]
