@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL; default: a SQLite file under data_dir. Kept secret in output.",
     )
+    database_secret_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the database URL (with its "
+        "password); used when CANDLECAST_DATABASE_URL is not set.",
+    )
     cdd_base_url: str = Field(
         default=DEFAULT_CDD_BASE_URL,
         description="CDD base: https URL, an http(s) mirror, a local directory or file:// URL.",
@@ -57,6 +62,10 @@ class Settings(BaseSettings):
         """The database URL in plain text, for the engine only; never log it."""
         if self.database_url is not None:
             return self.database_url.get_secret_value()
+        if self.database_secret_block:
+            from prefect.blocks.system import Secret
+
+            return str(Secret.load(self.database_secret_block).get())
         return f"sqlite:///{(self.data_dir / 'candlecast.sqlite').as_posix()}"
 
 

@@ -17,8 +17,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 import requests
 
 from candlecast import __version__
-from candlecast.errors import FetchError
+from candlecast.errors import FetchError, InvalidInputError
 from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
+from candlecast.urls import check_base_url, public_url
 
 USER_AGENT = f"candlecast/{__version__} (+https://github.com/candlecast/candlecast)"
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -44,7 +45,7 @@ class Download:
 def cdd_url(base: str, exchange: str, symbol: str, timeframe: str) -> str:
     """``{base}/{Exchange}_{PAIR}_{timeframe}.csv`` after strict checks of every part."""
     name = f"{check_exchange(exchange)}_{check_symbol(symbol)}_{check_timeframe(timeframe)}.csv"
-    return f"{base.rstrip('/')}/{name}"
+    return f"{check_base_url(base).rstrip('/')}/{name}"
 
 
 def fetch(
@@ -65,6 +66,10 @@ def fetch(
     Anything else (403, 404, a body over ``max_bytes``, a redirect to another host) fails at
     once with a :class:`FetchError` naming ``symbol`` and the cause.
     """
+    try:
+        check_base_url(url)
+    except InvalidInputError as exc:
+        raise FetchError(symbol, str(exc)) from None
     scheme = urlsplit(url).scheme
     if scheme in ("", "file"):
         return _read_local(url, symbol)
@@ -87,7 +92,7 @@ def fetch(
         else:
             if status == 200:
                 return Download(url, content, status, hashlib.sha256(content).hexdigest())
-            cause = f"HTTP {status} from {_public(url)}"
+            cause = f"HTTP {status} from {public_url(url)}"
             if status not in TRANSIENT_STATUS:
                 raise FetchError(symbol, cause)
         if attempt >= retries:
@@ -119,13 +124,15 @@ def _get(
                     "http",
                     "https",
                 ):
-                    raise FetchError(symbol, f"redirect to another host refused: {_public(target)}")
+                    raise FetchError(
+                        symbol, f"redirect to another host refused: {public_url(target)}"
+                    )
                 url = target
                 continue
             if response.status_code != 200:
                 return response.status_code, b"", _retry_after(response.headers.get("Retry-After"))
             return 200, _read_capped(response, symbol, max_bytes), None
-    raise FetchError(symbol, f"more than {MAX_REDIRECTS} redirects from {_public(url)}")
+    raise FetchError(symbol, f"more than {MAX_REDIRECTS} redirects from {public_url(url)}")
 
 
 def _read_capped(response: requests.Response, symbol: str, max_bytes: int) -> bytes:
@@ -170,11 +177,3 @@ def _describe(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "connection broken mid-body (truncated download)"
     return "connection failed"
-
-
-def _public(url: str) -> str:
-    """``url`` without user info or query string, safe for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"

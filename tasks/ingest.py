@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from candlecast.errors import SymbolError
 from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
 from candlecast.settings import Settings, get_settings
+from candlecast.urls import public_url
 from db.queries import finish_ingest_run, start_ingest_run, upsert_candles
 from db.session import session_factory
 from tasks.cdd import parse_cdd_csv
@@ -88,7 +89,7 @@ def ingest_symbol(
             exchange=exchange,
             symbol=symbol,
             timeframe=timeframe,
-            url=url,
+            url=public_url(url),
             flow_run_id=current_flow_run_id(),
         ).id
     download = None
