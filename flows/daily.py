@@ -33,7 +33,10 @@ def daily_forecast(
             symbol, exchange, mode=mode, preset=preset, horizon=horizon, return_state=True
         )
         if state.is_completed():
-            outcomes.append(state.result())
+            outcome = state.result()
+            outcomes.append(outcome)
+            if outcome.error:
+                failures[symbol] = outcome.error
         else:
             failures[symbol] = _cause(state)
     publish_run_report(outcomes, failures)

@@ -22,7 +22,9 @@ from db.schema import ModelVersion
 from db.session import session_factory
 from tasks.ingest import IngestResult, ingest_symbol
 from tasks.logs import current_flow_run_id, run_logger
+from tasks.parallel import training_slot
 from tasks.registry import forecast_rows, load_trained, register
+from tasks.timing import Stages
 
 Mode = Literal["auto", "fine_tune", "retrain"]
 
@@ -37,8 +39,8 @@ class SymbolOutcome:
     as_of: str
     rows: int
     ingest: dict[str, Any] | None
-    action: str
-    version: int
+    action: str  # retrain | fine_tune | rejected
+    version: int | None
     promoted: bool
     decision: str
     champion_version: int | None
@@ -51,6 +53,8 @@ class SymbolOutcome:
     scored: int = 0
     plots: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # set when the symbol's step failed but forecasts were still served
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, and "task"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,10 +78,15 @@ def forecast_symbol(
     """Run the daily pipeline for one symbol and return what it did.
 
     ``as_of`` cuts the candles at that open time (a backfill sees only what existed then);
-    ``ingest=False`` skips the download (the backfill, benchmarks).
+    ``ingest=False`` skips the download (the backfill, benchmarks). Training holds one of the
+    host's training slots (``tasks.parallel.training_slot``); ``timings`` records the seconds
+    of each stage, measured here, and of the whole step (``task``).
     """
+    from models.lstm import TrainingDivergedError
     from models.presets import preset as load_preset
 
+    stages = Stages()
+    began = time.perf_counter()
     settings = settings or get_settings()
     symbol, exchange, timeframe = (
         check_symbol(symbol),
@@ -92,7 +101,8 @@ def forecast_symbol(
     ingested: IngestResult | None = None
     if ingest:
         ingested = ingest_symbol.fn(symbol, exchange, timeframe, settings=settings)
-    with sessions() as session:
+        stages.merge(ingested.timings)
+    with stages("load"), sessions() as session:
         frame = load_candles(session, exchange, symbol, timeframe, end=as_of)
         base = _base_version(session, exchange, symbol, timeframe, as_of)
         previous = load_trained(session, base) if base is not None else None
@@ -104,9 +114,46 @@ def forecast_symbol(
             "%s: preset changed from %s to %s: retraining", symbol, previous.config.name, preset
         )
         previous = None
-    trained = _train(previous, frame, config, mode, timeframe)
+    try:
+        with stages("train"), training_slot():
+            trained = _train(previous, frame, config, mode, timeframe)
+    except TrainingDivergedError as exc:
+        return _rejected(sessions, exchange, symbol, timeframe, frame, ingested, horizon, exc, log)
     _log_training(log, symbol, trained)
-    version = register(
+    stages.add("evaluate", stages.seconds["train"] - trained.train_seconds)  # and serialization
+    stages.seconds["train"] = trained.train_seconds
+    with stages("register"):
+        version = _register(sessions, trained, frame, exchange, symbol, base, run)
+    log.info("%s: v%d %s: %s", symbol, version.version, version.status, version.decision)
+    outcome = _outcome(exchange, symbol, timeframe, frame, ingested, trained, version)
+    _forecast_and_score(
+        sessions,
+        outcome,
+        trained,
+        version,
+        frame,
+        horizon,
+        log,
+        backfill=as_of is not None,
+        stages=stages,
+    )
+    with stages("plots"):
+        outcome.plots = _plots(trained, frame, settings.reports_dir, symbol, version.version)
+    stages.add("task", time.perf_counter() - began)
+    outcome.timings = stages.seconds
+    return outcome
+
+
+def _register(
+    sessions: Any,
+    trained: Any,
+    frame: pd.DataFrame,
+    exchange: str,
+    symbol: str,
+    base: ModelVersion | None,
+    run: Any,
+) -> ModelVersion:
+    return register(
         sessions,
         trained,
         frame,
@@ -116,13 +163,53 @@ def forecast_symbol(
         ingest_run_id=run.id if run else None,
         flow_run_id=current_flow_run_id(),
     )
-    log.info("%s: v%d %s: %s", symbol, version.version, version.status, version.decision)
-    outcome = _outcome(exchange, symbol, timeframe, frame, ingested, trained, version)
-    _forecast_and_score(
-        sessions, outcome, trained, version, frame, horizon, log, backfill=as_of is not None
+
+
+def _rejected(
+    sessions: Any,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    frame: pd.DataFrame,
+    ingested: IngestResult | None,
+    horizon: int,
+    error: Exception,
+    log: Any,
+) -> SymbolOutcome:
+    """Training diverged: no version is stored, the champion stays and still forecasts."""
+    reason = f"training rejected: {error}"
+    log.error("%s: %s; the champion is unchanged", symbol, reason)
+    outcome = SymbolOutcome(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        as_of=frame.index[-1].isoformat(),
+        rows=len(frame),
+        ingest=_ingest_counts(ingested),
+        action="rejected",
+        version=None,
+        promoted=False,
+        decision=reason,
+        champion_version=None,
+        test_mape=None,
+        persistence_mape=None,
+        skill=None,
+        train_seconds=0.0,
+        error=reason,
+        warnings=_ingest_warnings(ingested),
     )
-    outcome.plots = _plots(trained, frame, settings.reports_dir, symbol, version.version)
+    _forecast_and_score(sessions, outcome, None, None, frame, horizon, log)
     return outcome
+
+
+def _ingest_counts(ingested: IngestResult | None) -> dict[str, Any] | None:
+    if ingested is None:
+        return None
+    return {k: getattr(ingested, k) for k in ("inserted", "updated", "rows_parsed")}
+
+
+def _ingest_warnings(ingested: IngestResult | None) -> list[str]:
+    return [str(w["message"]) for w in (ingested.warnings if ingested else [])]
 
 
 def _base_version(
@@ -171,16 +258,13 @@ def _outcome(
     version: ModelVersion,
 ) -> SymbolOutcome:
     test = trained.metrics.get("test") or {}
-    warnings = [str(w["message"]) for w in (ingested.warnings if ingested else [])]
     return SymbolOutcome(
         exchange=exchange,
         symbol=symbol,
         timeframe=timeframe,
         as_of=frame.index[-1].isoformat(),
         rows=len(frame),
-        ingest={k: getattr(ingested, k) for k in ("inserted", "updated", "rows_parsed")}
-        if ingested
-        else None,
+        ingest=_ingest_counts(ingested),
         action=trained.kind,
         version=version.version,
         promoted=version.status == "promoted",
@@ -190,15 +274,15 @@ def _outcome(
         persistence_mape=test.get("persistence_mape"),
         skill=test.get("skill"),
         train_seconds=trained.train_seconds,
-        warnings=warnings,
+        warnings=_ingest_warnings(ingested),
     )
 
 
 def _forecast_and_score(
     sessions: Any,
     outcome: SymbolOutcome,
-    trained: Any,
-    version: ModelVersion,
+    trained: Any | None,
+    version: ModelVersion | None,
     frame: pd.DataFrame,
     horizon: int,
     log: Any,
@@ -215,9 +299,8 @@ def _forecast_and_score(
             beats = (outcome.test_mape or float("inf")) < (outcome.persistence_mape or 0.0)
             champion, champion_model = (version, trained) if beats else (None, None)
         elif champion is not None:
-            champion_model = (
-                trained if champion.id == version.id else load_trained(session, champion)
-            )
+            fresh = version is not None and champion.id == version.id
+            champion_model = trained if fresh else load_trained(session, champion)
     if champion is None:
         message = (
             f"{outcome.symbol}: no version beats persistence yet; no model forecast is "

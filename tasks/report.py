@@ -32,12 +32,16 @@ def summary_markdown(outcomes: list[SymbolOutcome], failures: dict[str, str]) ->
         champion = f"v{o.champion_version}" if o.champion_version else "none (persistence)"
         skill = "n/a" if o.skill is None else f"{o.skill:+.4f}"
         verdict = "promoted" if o.promoted else "candidate"
+        made = f"v{o.version} ({verdict})" if o.version is not None else "none"
         lines.append(
-            f"| {o.symbol} | {o.as_of[:10]} | {o.action} | v{o.version} ({verdict}) | {champion} | "
+            f"| {o.symbol} | {o.as_of[:10]} | {o.action} | {made} | {champion} | "
             f"{_pct(o.test_mape)} | {_pct(o.persistence_mape)} | {skill} | {ingested} | "
             f"{len(o.forecasts)} ({o.forecasts_new} new), {o.scored} scored |"
         )
+    done = {o.symbol for o in outcomes}
     for symbol, cause in failures.items():
+        if symbol in done:
+            continue
         lines.append(f"| {symbol} | | **failed** | | | | | | | {cause} |")
     for o in outcomes:
         lines += ["", f"## {o.symbol}", "", f"Decision: {o.decision}"]
