@@ -80,33 +80,46 @@ def _truncate_all(url: str) -> None:
         connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
-    """An empty, migrated database: a SQLite file, and the session's PostgreSQL database."""
-    if request.param == "sqlite":
-        path = tmp_path / "candlecast.sqlite"
-        path.write_bytes(sqlite_template.read_bytes())
-        url = f"sqlite:///{path}"
-        yield url
-        get_engine(url).dispose()
-    else:
-        url = request.getfixturevalue("postgres_url")
-        _truncate_all(url)
-        yield url
+@pytest.fixture
+def sqlite_db(tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """An empty, migrated SQLite file."""
+    path = tmp_path / "candlecast.sqlite"
+    path.write_bytes(sqlite_template.read_bytes())
+    url = f"sqlite:///{path}"
+    yield url
+    get_engine(url).dispose()
 
 
 @pytest.fixture
-def settings(db_url: str, cdd_dir: Path, tmp_path: Path) -> Settings:
-    """Settings on the test database and the local CDD folder, with instant retries."""
+def postgres_db(postgres_url: str) -> str:
+    """The session's PostgreSQL database, emptied."""
+    _truncate_all(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """An empty, migrated database: a SQLite file, and the session's PostgreSQL database."""
+    return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "postgres_db")
+
+
+def settings_for(url: str, cdd_base_url: str, data_dir: Path) -> Settings:
+    """Settings on ``url`` and a CDD mirror, with instant retries and short timeouts."""
     return Settings(
-        database_url=db_url,
-        cdd_base_url=str(cdd_dir),
-        data_dir=tmp_path,
+        database_url=url,
+        cdd_base_url=cdd_base_url,
+        data_dir=data_dir,
         http_backoff_s=0.0,
         http_retries=2,
         http_read_timeout_s=2.0,
         http_connect_timeout_s=2.0,
     )
+
+
+@pytest.fixture
+def settings(db_url: str, cdd_dir: Path, tmp_path: Path) -> Settings:
+    """Settings on the test database and the local CDD folder, with instant retries."""
+    return settings_for(db_url, str(cdd_dir), tmp_path)
 
 
 @pytest.fixture(scope="session")
