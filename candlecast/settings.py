@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     jump_warning_ratio: float = Field(
         default=0.5, gt=0.0, description="Warn when a close moves more than this (0.5 = 50%)."
     )
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask scheduler (tcp://host:8786) for the daily fan-out; runner 'auto' then "
+        "uses it. Unset: runner 'dask' starts a local cluster.",
+    )
 
     @property
     def reports_dir(self) -> Path:

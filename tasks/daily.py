@@ -6,6 +6,7 @@ function (``.fn``) for tests, benchmarks and the backfill.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -288,9 +289,11 @@ def _forecast_and_score(
     log: Any,
     *,
     backfill: bool = False,
+    stages: Stages | None = None,
 ) -> None:
     """Forecast with the champion and score earlier forecasts. In a backfill today's champion
     saw the future, so the day's own new version forecasts, if it beats persistence."""
+    stages, began = stages or Stages(), time.perf_counter()
     key = (outcome.exchange, outcome.symbol, outcome.timeframe)
     with sessions() as session:
         champion = registry.champion(session, *key)
@@ -316,7 +319,9 @@ def _forecast_and_score(
             outcome.forecasts_new = registry.save_forecasts(
                 session, champion, outcome.forecasts, flow_run_id=current_flow_run_id()
             )
-        outcome.scored = registry.score_forecasts(session, *key)
+        stages.add("forecast", time.perf_counter() - began)
+        with stages("score"):
+            outcome.scored = registry.score_forecasts(session, *key)
     log.info(
         "%s: %d forecasts by champion v%s (%d new), %d earlier forecasts scored",
         outcome.symbol,

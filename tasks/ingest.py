@@ -18,11 +18,13 @@ from candlecast.errors import SymbolError
 from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
 from candlecast.settings import Settings, get_settings
 from candlecast.urls import public_url
+from db.locks import named_lock
 from db.queries import finish_ingest_run, start_ingest_run, upsert_candles
 from db.session import session_factory
 from tasks.cdd import parse_cdd_csv
 from tasks.fetch import Download, cdd_url, fetch
 from tasks.logs import current_flow_run_id, run_logger
+from tasks.timing import Stages
 from tasks.validate import validate_candles
 
 
@@ -43,6 +45,7 @@ class IngestResult:
     missing: list[str] = field(default_factory=list)
     dropped_open: list[str] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
     def line(self) -> str:
         fmt = "%Y-%m-%d" if self.timeframe == "d" else "%Y-%m-%d %H:%M"
@@ -71,7 +74,9 @@ def ingest_symbol(
 
     The candles and the run's success record commit in one transaction; on any error nothing
     of the candles is written, the run is recorded as failed with the cause, and the error is
-    raised again (its message starts with the symbol).
+    raised again (its message starts with the symbol). Two ingests of the same series never run
+    at once, on any machine sharing the database: the second waits for the first
+    (``db.locks.named_lock``), then finds its candles stored and writes nothing new.
     """
     settings = settings or get_settings()
     symbol, exchange, timeframe = (
@@ -79,8 +84,23 @@ def ingest_symbol(
         check_exchange(exchange),
         check_timeframe(timeframe),
     )
-    now = now or datetime.now(UTC)
     log = run_logger()
+    url = settings.sqlalchemy_url()
+
+    def waiting() -> None:
+        log.info(
+            "%s: another ingest of %s %s is running; waiting for it", symbol, exchange, timeframe
+        )
+
+    with named_lock(url, f"ingest:{exchange}:{symbol}:{timeframe}", on_wait=waiting):
+        return _ingest(symbol, exchange, timeframe, settings, now or datetime.now(UTC))
+
+
+def _ingest(
+    symbol: str, exchange: str, timeframe: str, settings: Settings, now: datetime
+) -> IngestResult:
+    log = run_logger()
+    stages = Stages()
     url = cdd_url(settings.cdd_base_url, exchange, symbol, timeframe)
     sessions = session_factory(settings.sqlalchemy_url())
     with sessions.begin() as session:
@@ -94,28 +114,30 @@ def ingest_symbol(
         ).id
     download = None
     try:
-        download = fetch(
-            url,
-            symbol=symbol,
-            connect_timeout_s=settings.http_connect_timeout_s,
-            read_timeout_s=settings.http_read_timeout_s,
-            retries=settings.http_retries,
-            backoff_s=settings.http_backoff_s,
-            max_bytes=settings.max_download_bytes,
-        )
+        with stages("fetch"):
+            download = fetch(
+                url,
+                symbol=symbol,
+                connect_timeout_s=settings.http_connect_timeout_s,
+                read_timeout_s=settings.http_read_timeout_s,
+                retries=settings.http_retries,
+                backoff_s=settings.http_backoff_s,
+                max_bytes=settings.max_download_bytes,
+            )
         log.info("%s: downloaded %d bytes (sha256 %s)", symbol, download.size, download.sha256[:12])
-        parsed = parse_cdd_csv(download.content, symbol=symbol, timeframe=timeframe)
-        checked = validate_candles(
-            parsed.frame,
-            symbol=symbol,
-            timeframe=timeframe,
-            now=now,
-            open_volume_ratio=settings.open_candle_volume_ratio,
-            jump_ratio=settings.jump_warning_ratio,
-        )
+        with stages("parse_validate"):
+            parsed = parse_cdd_csv(download.content, symbol=symbol, timeframe=timeframe)
+            checked = validate_candles(
+                parsed.frame,
+                symbol=symbol,
+                timeframe=timeframe,
+                now=now,
+                open_volume_ratio=settings.open_candle_volume_ratio,
+                jump_ratio=settings.jump_warning_ratio,
+            )
         warnings = parsed.warnings + checked.warnings
         frame = checked.frame
-        with sessions.begin() as session:
+        with stages("upsert"), sessions.begin() as session:
             counts = upsert_candles(
                 session,
                 frame,
@@ -161,6 +183,7 @@ def ingest_symbol(
         checked.missing,
         checked.dropped_open,
         warnings,
+        stages.seconds,
     )
     log.info("%s", result.line())
     return result
