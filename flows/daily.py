@@ -9,6 +9,7 @@ from prefect.states import Failed
 
 from db.migrate import require_head
 from tasks.daily import Mode, SymbolOutcome, forecast_symbol
+from tasks.parallel import Runner, fan_out
 from tasks.report import publish_run_report
 
 DEFAULT_SYMBOLS = ["BTCUSDT"]
@@ -21,17 +22,23 @@ def daily_forecast(
     mode: Mode = "auto",
     preset: str = "default",
     horizon: int = 7,
+    runner: Runner = "auto",
+    workers: int | None = None,
 ) -> list[SymbolOutcome]:
     """For each symbol: ingest, fine-tune or retrain, evaluate, register (champion gate),
     forecast with the champion and score earlier forecasts. A failing symbol does not lose the
-    others' results; the run then ends Failed, naming each failed symbol and its cause."""
+    others' results; the run then ends Failed, naming each failed symbol and its cause.
+
+    ``runner`` says where the symbols run (``tasks.parallel``): ``sequential``, ``processes``
+    (``workers`` processes, default one per core), ``dask`` (``CANDLECAST_DASK_ADDRESS`` or a
+    local cluster), or ``auto`` (Dask if an address is set, else processes for several
+    symbols on several cores, else sequential)."""
     require_head()
     outcomes: list[SymbolOutcome] = []
     failures: dict[str, str] = {}
-    for symbol in symbols or DEFAULT_SYMBOLS:
-        state = forecast_symbol(
-            symbol, exchange, mode=mode, preset=preset, horizon=horizon, return_state=True
-        )
+    parameters = {"exchange": exchange, "mode": mode, "preset": preset, "horizon": horizon}
+    states = fan_out(forecast_symbol, symbols or DEFAULT_SYMBOLS, parameters, runner, workers)
+    for symbol, state in states.items():
         if state.is_completed():
             outcome = state.result()
             outcomes.append(outcome)

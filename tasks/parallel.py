@@ -154,3 +154,37 @@ def training_slot() -> Iterator[None]:
     _ensure_training_limit(name, cores())
     with concurrency(name, occupy=1, strict=True):
         yield
+
+
+def fan_out(
+    task: Any,
+    symbols: list[str],
+    parameters: dict[str, Any],
+    runner: Runner = "auto",
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Run ``task(symbol, **parameters)`` for every symbol on the chosen runner; wait for all.
+
+    Returns each symbol's final Prefect state (Completed or Failed): one symbol failing, on
+    any worker, never stops the others.
+    """
+    from candlecast.settings import get_settings
+    from tasks.logs import run_logger
+
+    address = get_settings().dask_address
+    kind, count = resolve_runner(runner, len(symbols), workers, address)
+    where = f"Dask at {address}" if kind == "dask" and address else kind
+    run_logger().info(
+        "%d symbols on %s (%d workers, %d TensorFlow threads each)",
+        len(symbols),
+        where,
+        count,
+        threads_per_worker(count) if kind != "sequential" else cores(),
+    )
+    if kind == "sequential":
+        return {s: task(s, **parameters, return_state=True) for s in symbols}
+    with task_runner(kind, count, address) as pool:
+        futures = {s: pool.submit(task, {"symbol": s, **parameters}) for s in symbols}
+        for future in futures.values():
+            future.wait()
+        return {s: future.state for s, future in futures.items()}

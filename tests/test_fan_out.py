@@ -1,0 +1,148 @@
+"""The daily fan-out on two local workers (Prefect process pool, Dask) into PostgreSQL, the
+training concurrency limit, and the per-series ingest lock on both databases."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from candlecast.settings import Settings, get_settings
+from db.locks import LockBusy, named_lock
+from db.schema import Candle, Forecast, ModelVersion
+from db.session import session_factory
+from flows.daily import daily_forecast
+from tasks.ingest import ingest_symbol
+from tasks.parallel import cores, resolve_runner, training_limit_name
+from tests.conftest import wavy_cdd_csv
+
+SYMBOLS = ["WAVEUSDT", "WAVFUSDT", "WAVGUSDT"]
+
+
+def test_runner_choice() -> None:
+    assert resolve_runner("auto", 1, None, None) == ("sequential", 1)
+    assert resolve_runner("auto", 4, 2, "tcp://scheduler:8786") == ("dask", 2)
+    assert resolve_runner("processes", 3, 8, None) == ("processes", 3)  # no idle workers
+    assert resolve_runner("sequential", 4, 2, None) == ("sequential", 1)
+    expected = ("processes", min(2, cores())) if cores() > 1 else ("sequential", 1)
+    assert resolve_runner("auto", 4, 2, None) == expected
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        resolve_runner("processes", 2, 0, None)
+
+
+@pytest.fixture
+def fan_out_env(
+    prefect_harness: None, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """Settings (through the environment, as worker processes read them) on PostgreSQL and a
+    local mirror of three learnable symbols."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for symbol in SYMBOLS:
+        (mirror / f"Binance_{symbol}_d.csv").write_bytes(wavy_cdd_csv(symbol))
+    monkeypatch.setenv("CANDLECAST_DATABASE_URL", db_url)
+    monkeypatch.setenv("CANDLECAST_CDD_BASE_URL", str(mirror))
+    monkeypatch.setenv("CANDLECAST_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CANDLECAST_HTTP_BACKOFF_S", "0")
+    monkeypatch.delenv("CANDLECAST_DASK_ADDRESS", raising=False)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def _stored(url: str) -> dict[str, set[str]]:
+    with session_factory(url)() as session:
+        return {
+            "versions": set(session.scalars(select(ModelVersion.symbol))),
+            "forecasts": set(session.scalars(select(Forecast.symbol))),
+        }
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_worker_processes_forecast_every_symbol_despite_a_failing_one(
+    fan_out_env: Settings,
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    state = daily_forecast(
+        symbols=[*SYMBOLS, "NOPEUSDT"],
+        preset="tiny",
+        horizon=2,
+        runner="processes",
+        workers=2,
+        return_state=True,
+    )
+    assert state.is_failed() and "NOPEUSDT" in state.message
+    assert "WAVEUSDT" not in state.message
+    stored = _stored(fan_out_env.sqlalchemy_url())
+    assert stored == {"versions": set(SYMBOLS), "forecasts": set(SYMBOLS)}
+    with get_client(sync_client=True) as client:  # the workers trained under the host's limit
+        limit = client.read_global_concurrency_limit_by_name(training_limit_name())
+    assert limit.limit == cores() and limit.active_slots == 0
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_dask_workers_forecast_every_symbol(fan_out_env: Settings) -> None:
+    outcomes = daily_forecast(symbols=SYMBOLS, preset="tiny", horizon=2, runner="dask", workers=2)
+    assert sorted(o.symbol for o in outcomes) == SYMBOLS
+    assert all(o.version == 1 and len(o.forecasts) == 2 for o in outcomes)
+    stages = {"fetch", "upsert", "train", "register", "task"}
+    assert all(stages <= o.timings.keys() for o in outcomes)
+    stored = _stored(fan_out_env.sqlalchemy_url())
+    assert stored == {"versions": set(SYMBOLS), "forecasts": set(SYMBOLS)}
+
+
+def test_named_lock_excludes_a_second_holder(db_url: str) -> None:
+    with named_lock(db_url, "ingest:Binance:WAVEUSDT:d"):
+        with pytest.raises(LockBusy):
+            with named_lock(db_url, "ingest:Binance:WAVEUSDT:d", wait=False):
+                pass
+        with named_lock(db_url, "ingest:Binance:ADAUSDT:d", wait=False):
+            pass  # another series is free
+    with named_lock(db_url, "ingest:Binance:WAVEUSDT:d", wait=False):
+        pass  # released
+
+
+class _Signal(logging.Handler):
+    def __init__(self, needle: str) -> None:
+        super().__init__(logging.INFO)
+        self.needle, self.seen = needle, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.seen.set()
+
+
+def test_second_ingest_of_a_series_waits_for_the_first(
+    settings: Settings, mirror_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(update={"cdd_base_url": str(mirror_dir)})
+    url = settings.sqlalchemy_url()
+    logger = logging.getLogger("candlecast")
+    signal = _Signal("another ingest of Binance d is running")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.addHandler(signal)
+    results: list[object] = []
+    try:
+        with named_lock(url, "ingest:Binance:WAVEUSDT:d"):  # "the first ingest"
+            second = threading.Thread(
+                target=lambda: results.append(ingest_symbol.fn("WAVEUSDT", settings=settings))
+            )
+            second.start()
+            assert signal.seen.wait(timeout=120), "the second ingest never waited"
+            assert second.is_alive()
+            with session_factory(url)() as session:
+                assert session.scalar(select(func.count()).select_from(Candle)) == 0
+        second.join(timeout=120)
+    finally:
+        logger.removeHandler(signal)
+    (result,) = results
+    assert result.inserted == 400 and result.updated == 0
