@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Insert, select, update
+from sqlalchemy import Insert, select, text, update
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -69,7 +71,9 @@ def upsert_candles(
 
     The frame is compared with what is stored for the same range first, so re-ingesting an
     unchanged file writes nothing. The write itself is the dialect's ``INSERT ... ON CONFLICT
-    DO UPDATE`` in chunks, so a concurrent writer of the same candles cannot cause duplicates.
+    DO UPDATE``, so a concurrent writer of the same candles cannot cause duplicates: on SQLite
+    an executemany in chunks; on PostgreSQL the rows are first ``COPY``-ed into a temporary
+    table and upserted from it in one statement (row-by-row executemany is ten times slower).
     """
     if frame.empty:
         return UpsertCounts(0, 0, 0)
@@ -81,8 +85,12 @@ def upsert_candles(
     changed = common[_rows_differ(frame.loc[common], stored.loc[common])]
     to_write = frame.loc[new.union(changed)]
     records = _records(to_write, exchange, symbol, timeframe, ingest_run_id)
-    for start in range(0, len(records), UPSERT_CHUNK):
-        session.execute(_upsert_statement(session), records[start : start + UPSERT_CHUNK])
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_upsert(session, records)
+    else:
+        statement = _upsert_statement(session)
+        for start in range(0, len(records), UPSERT_CHUNK):  # Core executemany: no ORM per row
+            session.connection().execute(statement, records[start : start + UPSERT_CHUNK])
     return UpsertCounts(len(new), len(changed), len(common) - len(changed))
 
 
@@ -99,20 +107,48 @@ def _rows_differ(incoming: pd.DataFrame, stored: pd.DataFrame) -> np.ndarray:
 def _records(
     frame: pd.DataFrame, exchange: str, symbol: str, timeframe: str, ingest_run_id: int | None
 ) -> list[dict[str, Any]]:
-    trade_counts = [None if pd.isna(v) else int(v) for v in frame["trade_count"]]
-    floats = {c: frame[c].to_numpy(dtype="float64").tolist() for c in VALUE_COLUMNS[:-1]}
+    counts = frame["trade_count"].astype("object").where(frame["trade_count"].notna(), None)
+    columns = {
+        "open_time": frame.index.to_pydatetime().tolist(),
+        **{c: frame[c].to_numpy(dtype="float64").tolist() for c in VALUE_COLUMNS[:-1]},
+        "trade_count": [None if v is None else int(v) for v in counts],
+    }
+    fixed = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
+    names = list(columns)
     return [
-        {
-            "exchange": exchange,
-            "symbol": symbol,
-            "timeframe": timeframe,
-            "open_time": moment.to_pydatetime(),
-            **{c: floats[c][i] for c in floats},
-            "trade_count": trade_counts[i],
-            "ingest_run_id": ingest_run_id,
-        }
-        for i, moment in enumerate(frame.index)
+        {**fixed, **dict(zip(names, row, strict=True)), "ingest_run_id": ingest_run_id}
+        for row in zip(*columns.values(), strict=True)
     ]
+
+
+def _copy_upsert(session: Session, records: list[dict[str, Any]]) -> None:
+    """PostgreSQL: COPY the rows into a temporary table, then one INSERT ... SELECT ... ON
+    CONFLICT DO UPDATE from it, in the session's transaction."""
+    if not records:
+        return
+    names = list(records[0])
+    listed = ", ".join(names)
+    connection = session.connection()
+    connection.execute(
+        text(
+            f"CREATE TEMPORARY TABLE candles_incoming ON COMMIT DROP AS "  # noqa: S608 - names
+            f"SELECT {listed} FROM candles WITH NO DATA"  # are ours, not input
+        )
+    )
+    with connection.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f"COPY candles_incoming ({listed}) FROM STDIN") as copy:
+            for record in records:
+                copy.write_row(tuple(record.values()))
+    statement = postgresql.insert(Candle).from_select(
+        names, select(*map(sql_column, names)).select_from(sql_table("candles_incoming"))
+    )
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=KEY,
+            set_={c: statement.excluded[c] for c in [*VALUE_COLUMNS, "ingest_run_id"]},
+        )
+    )
+    connection.execute(text("DROP TABLE candles_incoming"))
 
 
 def _upsert_statement(session: Session) -> Insert:

@@ -175,7 +175,8 @@ def _volume_columns(by_lower: dict[str, str], symbol: str) -> dict[str, str]:
 def _check_symbol_column(table: pd.DataFrame, symbol: str) -> None:
     if "symbol" not in table:
         return
-    found = set(table["symbol"].str.replace(r"[/\-_ ]", "", regex=True).str.upper())
+    uniques = pd.Series(table["symbol"].unique())  # a handful of spellings, not every row
+    found = set(uniques.str.replace(r"[/\-_ ]", "", regex=True).str.upper())
     if found != {symbol}:
         shown = ", ".join(sorted(found)[:3])
         raise ParseError(symbol, f"the file holds {shown}, not {symbol}")
@@ -230,13 +231,25 @@ def _dates(values: pd.Series, symbol: str) -> pd.Series:
         hour_24 = int(hour) % 12 + (12 if half.upper() == "PM" else 0)
         return f"{day} {hour_24:02d}:00:00"
 
-    parsed = pd.to_datetime(values.map(normalise), format="mixed", utc=True, errors="coerce")
+    # Vectorized passes for the two common layouts (ISO, then "2017-08-17 05-AM"); whatever
+    # is left goes through the forgiving per-row path.
+    parsed = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    for layout in ("%Y-%m-%d %I-%p", "mixed"):
+        rest = parsed.isna().to_numpy()
+        if not rest.any():
+            break
+        left = values[rest]
+        left = left.str.strip() if layout != "mixed" else left.map(normalise)
+        parsed[rest] = pd.to_datetime(left, format=layout, utc=True, errors="coerce")
     _fail_on_nan(parsed, values, "date", symbol)
     return parsed
 
 
 def _numbers(table: pd.DataFrame, name: str, symbol: str) -> pd.Series:
-    values = pd.to_numeric(table[name].str.strip(), errors="coerce").astype("float64")
+    values = pd.to_numeric(table[name], errors="coerce").astype("float64")
+    retry = values.isna().to_numpy()
+    if retry.any():  # stray spaces, e.g. "1.5 ": strip only those rows (stripping all is slow)
+        values[retry] = pd.to_numeric(table[name][retry].str.strip(), errors="coerce")
     _fail_on_nan(values, table[name], name, symbol)
     return values
 
