@@ -1,0 +1,195 @@
+"""The whole daily pipeline, timed: 1 and 4 symbols, SQLite and PostgreSQL, sequential and in
+parallel processes, the first run (full training) and the next day's (one new candle).
+
+    .venv/bin/python -m bench.daily_run [--databases sqlite,postgresql] [--preset default]
+
+BTC, ETH, ADA and BNB daily files from shared/data/cryptodatadownload are served from a local
+folder; on the first day each file lacks its newest final candle, which the next day's copy
+adds (so day 2 ingests one candle per symbol and fine-tunes). Each case gets a fresh database
+(a SQLite file; a scratch PostgreSQL database created and dropped) and runs the real
+``flows.daily.daily_forecast`` flow under a temporary Prefect server. Stage seconds are
+measured inside the task code (``SymbolOutcome.timings``) and summed over symbols; Prefect's
+overhead is the flow's wall time less the in-task time (sequential: the sum; parallel: the sum
+divided by the workers, so it also holds process start-up and imbalance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.data import DAILY_FILES, load_daily
+from bench.ingest import DEFAULT_POSTGRES, scratch_postgres
+
+STAGES = [
+    "fetch",
+    "parse_validate",
+    "upsert",
+    "load",
+    "train",
+    "evaluate",
+    "register",
+    "forecast",
+    "score",
+    "plots",
+]
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "BNBUSDT"]
+
+
+def _seconds(line: str) -> float:
+    unix = float(line.split(",", 1)[0])
+    return unix / 1000.0 if unix >= 100_000_000_000 else unix
+
+
+def write_mirrors(root: Path) -> tuple[Path, Path]:
+    """(day 1, day 2) folders: day 2 holds the files as shipped, day 1 the same files without
+    the newest final candle (and anything newer)."""
+    day1, day2 = root / "day1", root / "day2"
+    day1.mkdir()
+    day2.mkdir()
+    for path in DAILY_FILES:
+        _, frame = load_daily(path)
+        newest = frame.index[-1].timestamp()
+        lines = path.read_text().splitlines()
+        header = next(i for i, line in enumerate(lines) if line.lower().startswith("unix"))
+        kept = lines[: header + 1] + [
+            line for line in lines[header + 1 :] if line.strip() and _seconds(line) < newest
+        ]
+        (day1 / path.name).write_text("\n".join(kept) + "\n")
+        (day2 / path.name).write_text(path.read_text())
+    return day1, day2
+
+
+@contextmanager
+def database(kind: str, tmp: Path, admin_url: str) -> Iterator[str]:
+    from db.migrate import upgrade
+    from db.session import get_engine
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp}/bench-{time.monotonic_ns()}.sqlite"
+        upgrade(url)
+        yield url
+        get_engine(url).dispose()
+    else:
+        with scratch_postgres(admin_url) as url:
+            upgrade(url)
+            yield url
+
+
+def run_day(url: str, mirror: Path, data_dir: Path, symbols: list[str], runner: str, preset: str):
+    """One flow run; (wall seconds, outcomes, workers)."""
+    from candlecast.settings import get_settings
+    from flows.daily import daily_forecast
+    from tasks.parallel import resolve_runner
+
+    os.environ.update(
+        CANDLECAST_DATABASE_URL=url,
+        CANDLECAST_CDD_BASE_URL=str(mirror),
+        CANDLECAST_DATA_DIR=str(data_dir),
+    )
+    get_settings.cache_clear()
+    _, workers = resolve_runner(runner, len(symbols), None, None)
+    began = time.perf_counter()
+    state = daily_forecast(
+        symbols=symbols, preset=preset, horizon=7, runner=runner, return_state=True
+    )
+    wall = time.perf_counter() - began
+    outcomes = state.result(raise_on_failure=False)
+    if not state.is_completed():
+        raise RuntimeError(f"the daily run failed: {state.message}")
+    return wall, outcomes, workers
+
+
+def summarize(db: str, symbols: int, runner: str, day: str, wall: float, outcomes, workers):
+    stages = {s: sum(o.timings.get(s, 0.0) for o in outcomes) for s in STAGES}
+    in_task = sum(o.timings.get("task", 0.0) for o in outcomes)
+    actions = sorted({o.action for o in outcomes})
+    return {
+        "db": db,
+        "symbols": symbols,
+        "runner": runner,
+        "workers": workers,
+        "day": day,
+        "wall": wall,
+        "in_task": in_task,
+        "overhead": wall - in_task / workers,
+        "actions": "+".join(actions),
+        **stages,
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'db':<10} {'sym':>3} {'runner':<10} {'day':<8} {'action':<10} {'wall':>7} "
+    head += " ".join(f"{s[:8]:>8}" for s in STAGES) + f" {'in-task':>8} {'prefect+':>8}"
+    print(head)
+    for r in rows:
+        line = (
+            f"{r['db']:<10} {r['symbols']:>3} {r['runner']:<10} {r['day']:<8} "
+            f"{r['actions']:<10} {r['wall']:7.1f} "
+        )
+        line += " ".join(f"{r[s]:8.2f}" for s in STAGES)
+        print(line + f" {r['in_task']:8.1f} {r['overhead']:8.1f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="admin URL of a server")
+    parser.add_argument("--no-single", action="store_true", help="skip the 1-symbol cases")
+    args = parser.parse_args(argv)
+    from prefect.testing.utilities import prefect_test_harness
+
+    cases = [] if args.no_single else [(SYMBOLS[:1], "sequential")]
+    cases += [(SYMBOLS, "sequential"), (SYMBOLS, "processes")]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
+        day1, day2 = write_mirrors(Path(tmp))
+        for db in args.databases.split(","):
+            for symbols, runner in cases:
+                with database(db, Path(tmp), args.postgres) as url:
+                    for day, mirror in (("first", day1), ("next", day2)):
+                        wall, outcomes, workers = run_day(
+                            url, mirror, Path(tmp), symbols, runner, args.preset
+                        )
+                        rows.append(
+                            summarize(db, len(symbols), runner, day, wall, outcomes, workers)
+                        )
+                        print_table(rows[-1:])
+    print("\nseconds; stages summed over symbols, measured inside the task code; "
+          "prefect+ = wall - in-task/workers (Prefect, process start-up, imbalance)")  # fmt: skip
+    print_table(rows)
+
+    def wall(db: str, runner: str, day: str) -> float:
+        return next(
+            r["wall"]
+            for r in rows
+            if (r["db"], r["symbols"], r["runner"], r["day"]) == (db, 4, runner, day)
+        )
+
+    db = args.databases.split(",")[0]
+    fields = {
+        "next_day_4sym_s": min(wall(db, "processes", "next"), wall(db, "sequential", "next")),
+        "parallel_speedup_4sym": wall(db, "sequential", "first") / wall(db, "processes", "first"),
+        "next_day_parallel_speedup_4sym": wall(db, "sequential", "next")
+        / wall(db, "processes", "next"),
+        "first_4sym_parallel_s": wall(db, "processes", "first"),
+        "first_4sym_sequential_s": wall(db, "sequential", "first"),
+    }
+    for other in args.databases.split(",")[1:]:
+        fields[f"{other}_next_day_4sym_s"] = min(
+            wall(other, "processes", "next"), wall(other, "sequential", "next")
+        )
+        fields[f"{other}_parallel_speedup_4sym"] = wall(other, "sequential", "first") / wall(
+            other, "processes", "first"
+        )
+    print(f"RESULT db={db} " + " ".join(f"{k}={v:.2f}" for k, v in fields.items()))
+
+
+if __name__ == "__main__":
+    main()
