@@ -41,14 +41,14 @@ class SymbolOutcome:
     rows: int
     ingest: dict[str, Any] | None
     action: str  # retrain | fine_tune | rejected
-    version: int | None
-    promoted: bool
     decision: str
-    champion_version: int | None
-    test_mape: float | None
-    persistence_mape: float | None
-    skill: float | None
-    train_seconds: float
+    version: int | None = None
+    promoted: bool = False
+    champion_version: int | None = None
+    test_mape: float | None = None
+    persistence_mape: float | None = None
+    skill: float | None = None
+    train_seconds: float = 0.0
     forecasts: list[dict[str, Any]] = field(default_factory=list)
     forecasts_new: int = 0
     scored: int = 0
@@ -180,37 +180,45 @@ def _rejected(
     """Training diverged: no version is stored, the champion stays and still forecasts."""
     reason = f"training rejected: {error}"
     log.error("%s: %s; the champion is unchanged", symbol, reason)
-    outcome = SymbolOutcome(
-        exchange=exchange,
-        symbol=symbol,
-        timeframe=timeframe,
-        as_of=frame.index[-1].isoformat(),
-        rows=len(frame),
-        ingest=_ingest_counts(ingested),
+    outcome = _new_outcome(
+        exchange,
+        symbol,
+        timeframe,
+        frame,
+        ingested,
         action="rejected",
-        version=None,
-        promoted=False,
         decision=reason,
-        champion_version=None,
-        test_mape=None,
-        persistence_mape=None,
-        skill=None,
-        train_seconds=0.0,
         error=reason,
-        warnings=_ingest_warnings(ingested),
     )
     _forecast_and_score(sessions, outcome, None, None, frame, horizon, log)
     return outcome
 
 
-def _ingest_counts(ingested: IngestResult | None) -> dict[str, Any] | None:
-    if ingested is None:
-        return None
-    return {k: getattr(ingested, k) for k in ("inserted", "updated", "rows_parsed")}
-
-
-def _ingest_warnings(ingested: IngestResult | None) -> list[str]:
-    return [str(w["message"]) for w in (ingested.warnings if ingested else [])]
+def _new_outcome(
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    frame: pd.DataFrame,
+    ingested: IngestResult | None,
+    **fields: Any,
+) -> SymbolOutcome:
+    """An outcome with what every path knows: the series, the data and the ingest."""
+    counts = (
+        {k: getattr(ingested, k) for k in ("inserted", "updated", "rows_parsed")}
+        if ingested is not None
+        else None
+    )
+    warnings = [str(w["message"]) for w in (ingested.warnings if ingested else [])]
+    return SymbolOutcome(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        as_of=frame.index[-1].isoformat(),
+        rows=len(frame),
+        ingest=counts,
+        warnings=warnings,
+        **fields,
+    )
 
 
 def _base_version(
@@ -259,23 +267,20 @@ def _outcome(
     version: ModelVersion,
 ) -> SymbolOutcome:
     test = trained.metrics.get("test") or {}
-    return SymbolOutcome(
-        exchange=exchange,
-        symbol=symbol,
-        timeframe=timeframe,
-        as_of=frame.index[-1].isoformat(),
-        rows=len(frame),
-        ingest=_ingest_counts(ingested),
+    return _new_outcome(
+        exchange,
+        symbol,
+        timeframe,
+        frame,
+        ingested,
         action=trained.kind,
         version=version.version,
         promoted=version.status == "promoted",
         decision=version.decision,
-        champion_version=None,
         test_mape=test.get("mape"),
         persistence_mape=test.get("persistence_mape"),
         skill=test.get("skill"),
         train_seconds=trained.train_seconds,
-        warnings=_ingest_warnings(ingested),
     )
 
 
