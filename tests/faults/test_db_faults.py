@@ -68,9 +68,10 @@ def test_connection_killed_mid_ingest_rolls_back_and_rerun_completes(
     postgres_db: str, pg_settings: Settings
 ) -> None:
     postgres_url, settings = postgres_db, pg_settings
-    # 2981 candles are written in chunks of 2000: kill the connection before the second chunk
+    # The candles are already written inside the transaction when the run's success record
+    # is about to be updated in the same transaction: kill the connection right there.
     with (
-        kill_backend_on(postgres_url, "INSERT INTO CANDLES", occurrence=2) as killed,
+        kill_backend_on(postgres_url, "UPDATE INGEST_RUNS", occurrence=1) as killed,
         pytest.raises(DBAPIError),
     ):
         ingest_symbol.fn("BTCUSDT", settings=settings, now=NOW)
