@@ -64,7 +64,9 @@ def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int
     for block in range(start, len(frame), every):
         policy = "retrain" if mode == "retrain" else "auto"
         began = time.perf_counter()
-        trained = update_model(trained, frame.iloc[:block], fit_config, policy=policy)
+        trained = update_model(
+            trained, frame.iloc[:block], fit_config, policy=policy, track_price_mape=False
+        )
         walk.seconds += time.perf_counter() - began
         walk.retrains += trained.kind == "retrain"
         walk.fine_tunes += trained.kind == "fine_tune"

@@ -291,6 +291,7 @@ def update_model(
     config: ModelConfig,
     policy: Policy = "auto",
     timeframe: str = "d",
+    track_price_mape: bool = True,
 ) -> TrainedModel:
     """The daily step: fine-tune `previous` or retrain from scratch, as `decide` says.
 
@@ -308,8 +309,8 @@ def update_model(
         config.degrade_tolerance,
     )
     if kind == "retrain" or previous is None:
-        return train_model(frame, config, timeframe)
-    tuned = fine_tune(previous, frame)
+        return train_model(frame, config, timeframe, track_price_mape)
+    tuned = fine_tune(previous, frame, track_price_mape=track_price_mape)
     again = decide(
         policy,
         True,
@@ -319,4 +320,6 @@ def update_model(
         config.retrain_every,
         config.degrade_tolerance,
     )
-    return train_model(frame, config, timeframe) if again == "retrain" else tuned
+    if again == "retrain":
+        return train_model(frame, config, timeframe, track_price_mape)
+    return tuned
