@@ -5,8 +5,9 @@
 Each variant (XLA ``jit_compile``, batch size, TensorFlow thread pools) runs in a fresh
 process, because TensorFlow's thread pools are fixed once it starts. In that process: the
 numpy float32 2048x2048 matmul peak (best of 5, 2*n^3 FLOP each, measured before and after
-the training; the better is the peak), then `seed` trained for ``--epochs`` epochs on one CDD daily file (default BTCUSDT); seconds per epoch is the median of
-epochs 2.. (epoch 1 also pays tracing/compilation).
+the training; the better is the peak), then `seed` trained for ``--epochs`` epochs on one
+CDD daily file (default BTCUSDT); seconds per epoch is the median of epochs 2.. (epoch 1 also
+pays tracing/compilation).
 
 FLOP counted per sample, per LSTM layer and time step: 2 * 4u * (in + u) for the four gates'
 input and recurrent matrix products (elementwise gate math, a few percent more, is not
