@@ -32,7 +32,7 @@ def daily_forecast(
     ``runner`` says where the symbols run (``tasks.parallel``): ``sequential``, ``processes``
     (``workers`` processes, default one per core), ``dask`` (``CANDLECAST_DASK_ADDRESS`` or a
     local cluster), or ``auto`` (Dask if an address is set, else processes for several
-    symbols on several cores, else sequential)."""
+    symbols on more than 2 cores, else sequential: on 2 cores the pool costs more than it saves)."""
     require_head()
     outcomes: list[SymbolOutcome] = []
     failures: dict[str, str] = {}

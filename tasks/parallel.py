@@ -22,6 +22,7 @@ from functools import cache
 from typing import Any, Literal
 
 Runner = Literal["auto", "sequential", "processes", "dask"]
+SEQUENTIAL_UP_TO_CORES = 2  # runner "auto" stays sequential on machines this small
 THREAD_VARIABLES = (
     "TF_NUM_INTRAOP_THREADS",
     "TF_NUM_INTEROP_THREADS",
@@ -45,8 +46,10 @@ def resolve_runner(
     """The runner and the number of workers to use.
 
     ``auto``: Dask when a cluster address is configured; else a process per core when there
-    is more than one symbol and more than one core; else sequential (a single symbol or a
-    single core gains nothing from a pool and would pay for starting it).
+    is more than one symbol and more than ``SEQUENTIAL_UP_TO_CORES`` cores; else sequential.
+    On 2 cores one TensorFlow training already keeps both busy, and the pool's start-up
+    (spawning, importing TensorFlow and Prefect in each worker) cost more than it saved
+    (bench/daily_run.py: 4 symbols 0.91x, next day 0.53x; README "Scaling out").
     """
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -54,7 +57,7 @@ def resolve_runner(
     if runner == "auto":
         if dask_address:
             runner = "dask"
-        elif symbols > 1 and min(count, cores()) > 1:
+        elif symbols > 1 and min(count, cores()) > SEQUENTIAL_UP_TO_CORES:
             runner = "processes"
         else:
             runner = "sequential"

@@ -17,7 +17,7 @@ from db.schema import Candle, Forecast, ModelVersion
 from db.session import session_factory
 from flows.daily import daily_forecast
 from tasks.ingest import ingest_symbol
-from tasks.parallel import cores, resolve_runner, training_limit_name
+from tasks.parallel import SEQUENTIAL_UP_TO_CORES, cores, resolve_runner, training_limit_name
 from tests.conftest import wavy_cdd_csv
 
 SYMBOLS = ["WAVEUSDT", "WAVFUSDT", "WAVGUSDT"]
@@ -28,8 +28,8 @@ def test_runner_choice() -> None:
     assert resolve_runner("auto", 4, 2, "tcp://scheduler:8786") == ("dask", 2)
     assert resolve_runner("processes", 3, 8, None) == ("processes", 3)  # no idle workers
     assert resolve_runner("sequential", 4, 2, None) == ("sequential", 1)
-    expected = ("processes", min(2, cores())) if cores() > 1 else ("sequential", 1)
-    assert resolve_runner("auto", 4, 2, None) == expected
+    expected = ("processes", 4) if cores() > SEQUENTIAL_UP_TO_CORES else ("sequential", 1)
+    assert resolve_runner("auto", 4, 4, None) == expected
     with pytest.raises(ValueError, match="workers must be >= 1"):
         resolve_runner("processes", 2, 0, None)
 
