@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SYMBOLS ?= BTCUSDT
 
-.PHONY: run test install dev lint format serve clean
+.PHONY: run test install dev lint format serve clean browser
 
 run: $(VENV)/.installed  ## create .venv, install, migrate the SQLite database, run the main job once
 	$(BIN)/candlecast db upgrade
@@ -14,9 +14,19 @@ serve: $(VENV)/.installed  ## serve the prefect.yaml deployments against PREFECT
 	$(BIN)/candlecast db upgrade
 	$(BIN)/candlecast serve
 
-test: $(VENV)/.dev-installed  ## create .venv with the dev extras and run the whole test suite
+test: $(VENV)/.dev-installed browser  ## create .venv with the dev extras and run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+CHROMIUM := /usr/bin/chromium
+browser:  ## Debian's chromium for the browser test (tests/e2e/test_ui.py), installed as root
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "note: $(CHROMIUM) is missing, so the browser test skips (fails with CI=true);" \
+			"install it with: sudo apt-get install chromium"; \
+	fi
 
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed

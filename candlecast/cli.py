@@ -140,16 +140,39 @@ def run_daily(
         raise typer.Exit(1)
 
 
+def _json_object(value: str | None) -> dict[str, Any] | None:
+    """A ``--parameters`` value as a dict (None when not given)."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--parameters is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise typer.BadParameter('--parameters must be a JSON object, e.g. {"preset": "tiny"}')
+    return parsed
+
+
 @app.command()
 def serve(
     deployment: Annotated[
         list[str] | None, typer.Option("--deployment", "-d", help="Only these (daily, backfill).")
     ] = None,
+    parameters: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CANDLECAST_SERVE_PARAMETERS",
+            help="JSON object over prefect.yaml's default parameters, e.g. "
+            '\'{"symbols": ["ETHUSDT"], "preset": "tiny", "horizon": 2}\'; '
+            "a key reaches each deployment whose flow takes it.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the deployments of prefect.yaml against the Prefect server (PREFECT_API_URL)."""
     from candlecast.serve import serve as serve_deployments
 
-    _guarded(lambda: serve_deployments(deployment or None))
+    overrides = _json_object(parameters)
+    _guarded(lambda: serve_deployments(deployment or None, parameters=overrides))
 
 
 models_app = typer.Typer(

@@ -31,11 +31,18 @@ def load_flow(entrypoint: str) -> Flow[Any, Any]:
 
 
 def deployments(
-    path: Path = PREFECT_YAML, names: list[str] | None = None
+    path: Path = PREFECT_YAML,
+    names: list[str] | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> list[RunnerDeployment]:
-    """The deployments of ``prefect.yaml`` (or those in ``names``) as served deployments."""
+    """The deployments of ``prefect.yaml`` (or those in ``names``) as served deployments.
+
+    ``parameters`` override the default parameters of each deployment whose flow takes them
+    (``symbols`` reaches ``daily`` only, ``preset`` both); one that no flow takes is an error.
+    """
     spec = yaml.safe_load(path.read_text())
     served = []
+    taken: set[str] = set()
     for entry in spec["deployments"]:
         if names and entry["name"] not in names:
             continue
@@ -43,21 +50,35 @@ def deployments(
             Cron(s["cron"], timezone=s.get("timezone", "UTC"), active=s.get("active", True))
             for s in entry.get("schedules") or []
         ]
+        flow = load_flow(entry["entrypoint"])
+        taken |= set(flow.parameters.properties)
+        overrides = {
+            key: value
+            for key, value in (parameters or {}).items()
+            if key in flow.parameters.properties
+        }
         served.append(
-            load_flow(entry["entrypoint"]).to_deployment(
+            flow.to_deployment(
                 name=entry["name"],
                 description=entry.get("description"),
-                parameters=entry.get("parameters") or {},
+                parameters={**(entry.get("parameters") or {}), **overrides},
                 schedules=schedules or None,
                 concurrency_limit=entry.get("concurrency_limit"),
                 tags=entry.get("tags"),
             )
         )
+    unknown = sorted(set(parameters or {}) - taken)
+    if unknown:
+        raise ValueError(f"no served flow takes the parameter(s) {', '.join(unknown)}")
     return served
 
 
-def serve(names: list[str] | None = None, limit: int | None = None) -> None:
+def serve(
+    names: list[str] | None = None,
+    limit: int | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> None:
     """Serve the deployments until interrupted."""
     from prefect import serve as prefect_serve
 
-    prefect_serve(*deployments(names=names), limit=limit)
+    prefect_serve(*deployments(names=names, parameters=parameters), limit=limit)

@@ -1,0 +1,105 @@
+"""In a real browser: headless Chromium opens the Prefect UI of the test server, finds the
+``daily`` deployment, clicks Run and then Quick run, and the flow run reaches Completed.
+
+A failure saves a screenshot (its path is in the report, next to both subprocess logs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from playwright.sync_api import Page, Route, expect, sync_playwright
+from prefect.client.orchestration import SyncPrefectClient
+
+from tests.e2e.harness import PrefectServer, Served, latest_forecasts, wait_for_final_state
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium; skipped with a message where it is missing, unless CI=true."""
+    if not CHROMIUM.exists():
+        message = f"chromium not installed: {CHROMIUM} is missing (`make browser` as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: the browser test must run)")
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture
+def page(chromium: Path, prefect_server: PrefectServer, tmp_path: Path) -> Iterator[Page]:
+    """A headless Chromium page that may only reach the test server (no third-party calls);
+    ``tmp_path`` is where a failing test's screenshot goes."""
+
+    def loopback_only(route: Route) -> None:
+        if route.request.url.startswith(f"{prefect_server.url}/"):
+            route.continue_()
+        else:
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            page.route("**/*", loopback_only)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_quick_run_from_the_ui_completes_and_writes_forecasts(
+    chromium: Path,
+    page: Page,
+    served: Served,
+    prefect_server: PrefectServer,
+    prefect_client: SyncPrefectClient,
+) -> None:
+    deployment = prefect_client.read_deployment_by_name("daily-forecast/daily")
+
+    page.goto(f"{prefect_server.url}/")
+    page.get_by_role("link", name="Deployments").click()
+    page.get_by_role("link", name="daily", exact=True).click()
+    expect(page).to_have_url(re.compile(f"/deployments/deployment/{deployment.id}"))
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Quick run").click()
+    expect(page.get_by_text("Flow run created")).to_be_visible()
+    page.get_by_role("button", name="View run").click()
+    run_url = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")
+    expect(page).to_have_url(run_url)
+
+    match = run_url.search(page.url)
+    assert match is not None, page.url
+    flow_run_id = UUID(match.group(1))
+    flow_run = wait_for_final_state(prefect_client, flow_run_id, served.process)
+    assert flow_run.deployment_id == deployment.id
+    assert flow_run.parameters == deployment.parameters  # Quick run: the served defaults
+    assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+
+    # the page follows the run: its state badge, then the artifacts a person looks at
+    expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
+    page.get_by_role("tab", name="Artifacts").click()
+    for key in ("daily-summary", "daily-forecasts", "daily-plots"):
+        expect(page.get_by_text(key, exact=True)).to_be_visible()
+
+    rows = latest_forecasts(served.db_url, "WAVEUSDT")
+    assert [r["horizon"] for r in rows] == [1, 2]
+    assert {r["flow_run_id"] for r in rows} == {str(flow_run_id)}
