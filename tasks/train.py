@@ -149,7 +149,10 @@ def _fit(
     epochs: int,
     patience: int | None,
     track_price_mape: bool,
+    validate: bool = True,
 ) -> tuple[dict[str, list[float]], float]:
+    """Fit and time; ``validate=False`` skips the per-epoch validation pass (a short
+    fine-tune without early stopping needs none: the part is evaluated once afterwards)."""
     from models import lstm
 
     hook = _price_mape_hook(model, prepared, config) if track_price_mape else None
@@ -157,7 +160,7 @@ def _fit(
     history = lstm.fit(
         model,
         (train.x, train.y),
-        (prepared.val.x, prepared.val.y),
+        (prepared.val.x, prepared.val.y) if validate else None,
         epochs=epochs,
         batch_size=config.batch_size,
         patience=patience,
@@ -251,9 +254,8 @@ def fine_tune(
     few_steps = len(train) <= EAGER_MAX_BATCHES * config.batch_size  # tracing would dominate
     lstm.compile_model(model, config, config.fine_tune_learning_rate, run_eagerly=few_steps)
     lstm.set_seed(config.seed + trained.fine_tunes_since_retrain + 1)
-    fitted = _fit(
-        model, prepared, train, config, epochs or config.fine_tune_epochs, None, track_price_mape
-    )
+    epochs = epochs or config.fine_tune_epochs
+    fitted = _fit(model, prepared, train, config, epochs, None, track_price_mape, validate=False)
     return _result(model, frame, prepared, config, trained.timeframe, fitted, previous=trained)
 
 
