@@ -78,16 +78,17 @@ def parse_cdd_csv(content: bytes, *, symbol: str, timeframe: str) -> ParsedCandl
     frame = frame.sort_values(["open_time", "_newer", "_row"], ascending=[True, False, True])
     duplicated = frame.duplicated("open_time", keep="first")
     frame = frame.loc[~duplicated].drop(columns=["_newer", "_row"]).set_index("open_time")
-    if duplicated.any():
+    repeats = int(duplicated.sum())
+    if repeats:
+        what = "1 candle appeared twice" if repeats == 1 else f"{repeats} candles appeared twice"
         warnings.append(
             {
                 "kind": "duplicates",
-                "count": int(duplicated.sum()),
-                "message": f"{int(duplicated.sum())} candles appeared twice; kept one each "
-                "(the newer-format row)",
+                "count": repeats,
+                "message": f"{what}; kept one of each (the newer-format row)",
             }
         )
-    return ParsedCandles(frame, len(table), int(duplicated.sum()), warnings)
+    return ParsedCandles(frame, len(table), repeats, warnings)
 
 
 def _decode(content: bytes, symbol: str) -> str:
