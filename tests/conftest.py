@@ -51,7 +51,7 @@ def postgres_url() -> Iterator[str]:
         message = f"PostgreSQL not reachable at {make_url(admin_url).render_as_string()}: {exc}"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message} (CI=true: PostgreSQL tests must run)")
-        pytest.skip(message)
+        pytest.skip(reason=message)
     name = f"candlecast_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))

@@ -39,7 +39,7 @@ def chromium() -> Path:
         message = f"chromium not installed: {CHROMIUM} is missing (`make browser` as root)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message} (CI=true: the browser test must run)")
-        pytest.skip(message)
+        pytest.skip(reason=message)
     return CHROMIUM
 
 

@@ -182,11 +182,12 @@ def test_no_unsafe_deserialization_anywhere() -> None:
         for d in ("tasks", "db", "candlecast", "flows", "models", "bench")
         for p in (ROOT / d).rglob("*.py")
     )
+    # spelled in pieces so that this test is not itself a match for repository-wide scans
     for forbidden in (
-        "pickle.load",
-        "joblib.load",
-        "safe_mode=False",
+        "pickle" + ".load",
+        "joblib" + ".load",
+        "safe_mode" + "=False",
         ".h5",
-        "enable_unsafe_deserialization",
+        "enable_unsafe" + "_deserialization",
     ):
         assert forbidden not in code, forbidden
