@@ -191,3 +191,13 @@ def test_no_unsafe_deserialization_anywhere() -> None:
         "enable_unsafe" + "_deserialization",
     ):
         assert forbidden not in code, forbidden
+
+
+def test_database_url_from_a_prefect_secret_block(prefect_harness: None, sqlite_db: str) -> None:
+    from prefect.blocks.system import Secret
+
+    block = "candlecast-test-db"
+    Secret(value=sqlite_db).save(block, overwrite=True)
+    settings = Settings(database_secret_block=block)
+    assert settings.sqlalchemy_url() == sqlite_db
+    assert sqlite_db not in repr(settings)
