@@ -172,7 +172,21 @@ def start_ingest_run(
     url: str,
     flow_run_id: str | None = None,
 ) -> IngestRun:
-    """A new ingest run in state ``running`` (flushed, so it has its id)."""
+    """A new ingest run in state ``running`` (flushed, so it has its id).
+
+    The caller holds the series' ingest lock, so any other run of the series still marked
+    ``running`` belongs to a process that died (SIGKILL, power loss): it is closed as failed.
+    """
+    session.execute(
+        update(IngestRun)
+        .where(
+            IngestRun.exchange == exchange,
+            IngestRun.symbol == symbol,
+            IngestRun.timeframe == timeframe,
+            IngestRun.status == "running",
+        )
+        .values(status="failed", error="abandoned: its process ended before finishing")
+    )
     run = IngestRun(
         exchange=exchange,
         symbol=symbol,

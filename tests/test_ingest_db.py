@@ -182,3 +182,20 @@ def test_migrations_from_empty_postgres(postgres_url: str) -> None:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_run_left_running_by_a_dead_process_is_closed(settings: Settings) -> None:
+    url = settings.sqlalchemy_url()
+    with session_factory(url).begin() as session:
+        session.add(
+            IngestRun(exchange="Binance", symbol="BNBUSDT", timeframe="d", url="x", warnings=[])
+        )  # a run whose process was killed
+        session.add(
+            IngestRun(exchange="Binance", symbol="ETHUSDT", timeframe="d", url="x", warnings=[])
+        )  # another series: not ours to close
+    ingest_symbol.fn("BNBUSDT", settings=settings, now=NOW)
+    assert [(r.symbol, r.status, r.error) for r in runs(url)] == [
+        ("BNBUSDT", "failed", "abandoned: its process ended before finishing"),
+        ("ETHUSDT", "running", None),
+        ("BNBUSDT", "success", None),
+    ]
