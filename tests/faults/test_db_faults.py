@@ -27,16 +27,20 @@ NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
 
 @contextmanager
-def kill_backend_on(url: str, statement_prefix: str, occurrence: int = 1) -> Iterator[list[int]]:
+def kill_backend_on(
+    url: str, statement_prefix: str, occurrence: int = 1, containing: str = ""
+) -> Iterator[list[int]]:
     """Terminate the PostgreSQL backend of the connection that is about to run the
-    ``occurrence``-th statement starting with ``statement_prefix`` (pg_terminate_backend from
-    a second connection): a real server-side kill in the middle of a transaction."""
+    ``occurrence``-th statement that starts with ``statement_prefix`` and contains
+    ``containing`` (both upper case), with pg_terminate_backend from a second connection: a
+    real server-side kill in the middle of a transaction."""
     engine = get_engine(url)
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     seen, killed = [0], []
 
     def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not statement.lstrip().upper().startswith(statement_prefix):
+        text_upper = statement.lstrip().upper()
+        if not text_upper.startswith(statement_prefix) or containing not in text_upper:
             return
         seen[0] += 1
         if seen[0] == occurrence:
@@ -71,7 +75,7 @@ def test_connection_killed_mid_ingest_rolls_back_and_rerun_completes(
     # The candles are already written inside the transaction when the run's success record
     # is about to be updated in the same transaction: kill the connection right there.
     with (
-        kill_backend_on(postgres_url, "UPDATE INGEST_RUNS", occurrence=1) as killed,
+        kill_backend_on(postgres_url, "UPDATE INGEST_RUNS", containing="ROWS_PARSED") as killed,
         pytest.raises(DBAPIError),
     ):
         ingest_symbol.fn("BTCUSDT", settings=settings, now=NOW)
