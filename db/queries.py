@@ -151,12 +151,17 @@ def _copy_upsert(session: Session, records: list[dict[str, Any]]) -> None:
     connection.execute(text("DROP TABLE candles_incoming"))
 
 
-def _upsert_statement(session: Session) -> Insert:
+def dialect_insert(session: Session, table: Any) -> Insert:
+    """The dialect's own ``INSERT`` (with ``on_conflict_do_*``) for SQLite or PostgreSQL."""
     dialect = session.get_bind().dialect.name
     module = {"postgresql": postgresql, "sqlite": sqlite}.get(dialect)
     if module is None:
-        raise NotImplementedError(f"upsert is implemented for SQLite and PostgreSQL, not {dialect}")
-    statement = module.insert(Candle)
+        raise NotImplementedError(f"candlecast supports SQLite and PostgreSQL, not {dialect}")
+    return module.insert(table)
+
+
+def _upsert_statement(session: Session) -> Insert:
+    statement = dialect_insert(session, Candle)
     return statement.on_conflict_do_update(
         index_elements=KEY,
         set_={c: statement.excluded[c] for c in [*VALUE_COLUMNS, "ingest_run_id"]},

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, delete, exists, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from candlecast.errors import CandlecastError
+from db.queries import dialect_insert
 from db.schema import (
     Candle,
     ChampionChange,
@@ -61,14 +61,6 @@ class NewVersion:
     flow_run_id: str | None = None
 
 
-def _insert(session: Session, table: Any) -> Insert:
-    dialect = session.get_bind().dialect.name
-    module = {"postgresql": postgresql, "sqlite": sqlite}.get(dialect)
-    if module is None:
-        raise NotImplementedError(f"candlecast supports SQLite and PostgreSQL, not {dialect}")
-    return module.insert(table)
-
-
 def claim_version(session: Session, exchange: str, symbol: str, timeframe: str) -> tuple[int, int]:
     """Take the next version number of a series: ``(series_id, version)``.
 
@@ -78,7 +70,7 @@ def claim_version(session: Session, exchange: str, symbol: str, timeframe: str) 
     """
     key = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
     session.execute(
-        _insert(session, ModelSeries).values(**key, last_version=0).on_conflict_do_nothing()
+        dialect_insert(session, ModelSeries).values(**key, last_version=0).on_conflict_do_nothing()
     )
     row = session.execute(
         update(ModelSeries)
@@ -254,7 +246,7 @@ def save_forecasts(
     if not records:
         return 0
     statement = (
-        _insert(session, Forecast)
+        dialect_insert(session, Forecast)
         .on_conflict_do_nothing(index_elements=["version_id", "as_of", "horizon"])
         .returning(Forecast.id)
     )

@@ -73,8 +73,6 @@ def fetch(
     scheme = urlsplit(url).scheme
     if scheme in ("", "file"):
         return _read_local(url, symbol)
-    if scheme not in ("http", "https"):
-        raise FetchError(symbol, f"unsupported URL scheme {scheme!r}")
     http = session or requests.Session()
     attempt = 0
     while True:
