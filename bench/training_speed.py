@@ -1,12 +1,14 @@
 """Training speed: seconds per epoch, and one daily fine-tune against one full retrain.
 
-    .venv/bin/python -m bench.training_speed [CSV] [--seed-epochs 3]
+    .venv/bin/python -m bench.training_speed [CSV] [--days 5] [--seed-epochs 3]
 
-On one CDD daily file (default BTCUSDT): "yesterday's" model is trained on all candles but the
-newest; today's candle arrives; then (a) a fine-tune of yesterday's model and (b) a full
-retrain from scratch on all candles, both timed wall-clock end to end (preparation, fit,
-evaluation, serialization) and both scored on the same test part (last 20%). `seed` is trained
-for `--seed-epochs` epochs only: its 500-epoch retrain time is extrapolated from the measured
+On one CDD daily file (default BTCUSDT), for each of the last `--days` days: "yesterday's"
+model is trained on the candles before that day; the day's candle arrives; then (a) a
+fine-tune of yesterday's model and (b) a full retrain from scratch, both timed wall-clock end
+to end (preparation, fit, evaluation, serialization) and both scored on the same test part
+(that day's last 20%). Times are medians over the days and MAPEs means: one day's MAPE
+difference between two near-identical models is noise of either sign. `seed` is trained for
+`--seed-epochs` epochs only: its 500-epoch retrain time is extrapolated from the measured
 seconds per epoch (said in the output).
 """
 
@@ -47,24 +49,37 @@ def seconds_per_epoch(frame, config: ModelConfig, epochs: int) -> float:
     return float(np.median(np.diff(stamps)[1:] if len(stamps) > 2 else np.diff(stamps)))
 
 
-def compare(frame, config: ModelConfig) -> dict[str, float]:
-    """Yesterday's model, then today's fine-tune and full retrain, timed and scored."""
-    yesterday = train_model(frame.iloc[:-1], config, track_price_mape=False)
-    tuned, tune_s = _timed(fine_tune, yesterday, frame, track_price_mape=False)
-    retrained, retrain_s = _timed(train_model, frame, config, track_price_mape=False)
+def compare(frame, config: ModelConfig, days: int = 1) -> dict[str, float]:
+    """For each of the last `days` days: yesterday's model, then the day's fine-tune and full
+    retrain, timed and scored; median seconds, mean test MAPEs, days the fine-tune is no worse.
+    """
+    rows = []
+    for cut in range(len(frame) - days + 1, len(frame) + 1):
+        today = frame.iloc[:cut]
+        yesterday = train_model(today.iloc[:-1], config, track_price_mape=False)
+        tuned, tune_s = _timed(fine_tune, yesterday, today, track_price_mape=False)
+        retrained, retrain_s = _timed(train_model, today, config, track_price_mape=False)
+        rows.append(
+            (tune_s, retrain_s, len(retrained.history["loss"]), tuned.metrics["test"]["mape"],
+             retrained.metrics["test"]["mape"], retrained.metrics["test"]["persistence_mape"])
+        )  # fmt: skip
+    tune_s, retrain_s, epochs, tuned_mape, retrained_mape, persistence = np.array(rows).T
     return {
-        "fine_tune_s": tune_s,
-        "retrain_s": retrain_s,
-        "retrain_epochs": len(retrained.history["loss"]),
-        "fine_tune_mape": tuned.metrics["test"]["mape"],
-        "retrain_mape": retrained.metrics["test"]["mape"],
-        "persistence_mape": retrained.metrics["test"]["persistence_mape"],
+        "fine_tune_s": float(np.median(tune_s)),
+        "retrain_s": float(np.median(retrain_s)),
+        "retrain_epochs": float(np.median(epochs)),
+        "fine_tune_mape": float(tuned_mape.mean()),
+        "retrain_mape": float(retrained_mape.mean()),
+        "persistence_mape": float(persistence.mean()),
+        "days_no_worse": int((tuned_mape <= retrained_mape).sum()),
+        "days": days,
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", nargs="?", type=Path, default=DAILY_FILES[0])
+    parser.add_argument("--days", type=int, default=5, help="daily updates compared")
     parser.add_argument("--seed-epochs", type=int, default=3)
     args = parser.parse_args(argv)
     symbol, frame = load_daily(args.file)
@@ -73,16 +88,18 @@ def main(argv: list[str] | None = None) -> None:
     seed_epoch_s = seconds_per_epoch(frame, seed, args.seed_epochs)
     default_epoch_s = seconds_per_epoch(frame, default, 5)
     seed_retrain_s = seed_epoch_s * seed.epochs  # extrapolated: 500 epochs
-    d = compare(frame, default)
+    d = compare(frame, default, args.days)
     s = compare(frame, seed.replace(epochs=args.seed_epochs))
 
     print(f"{symbol}, {len(frame)} daily candles")
     print(f"seconds/epoch   seed {seed_epoch_s:.3f}   default {default_epoch_s:.3f}")
     print(
-        f"default: fine-tune {d['fine_tune_s']:.2f} s vs full retrain {d['retrain_s']:.2f} s "
-        f"({d['retrain_epochs']} epochs, early stopping): {d['retrain_s'] / d['fine_tune_s']:.1f}x;"
-        f" test MAPE fine-tuned {d['fine_tune_mape']:.4f}% vs retrained {d['retrain_mape']:.4f}%"
-        f" (persistence {d['persistence_mape']:.4f}%)"
+        f"default, median of {args.days} days: fine-tune {d['fine_tune_s']:.3f} s vs full retrain "
+        f"{d['retrain_s']:.2f} s ({d['retrain_epochs']:.0f} epochs, early stopping): "
+        f"{d['retrain_s'] / d['fine_tune_s']:.1f}x; mean test MAPE fine-tuned "
+        f"{d['fine_tune_mape']:.4f}% vs retrained {d['retrain_mape']:.4f}% (persistence "
+        f"{d['persistence_mape']:.4f}%); fine-tune no worse on {d['days_no_worse']} of "
+        f"{args.days} days"
     )
     print(
         f"seed: full retrain {seed_retrain_s:.0f} s (extrapolated: {seed.epochs} epochs x "
@@ -99,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         f"seed_retrain_over_default_fine_tune={seed_retrain_s / d['fine_tune_s']:.1f} "
         f"seed_fine_tune_s={s['fine_tune_s']:.3f} "
         f"default_fine_tune_mape={d['fine_tune_mape']:.4f} "
-        f"default_retrain_mape={d['retrain_mape']:.4f}"
+        f"default_retrain_mape={d['retrain_mape']:.4f} "
+        f"default_fine_tune_no_worse_days={d['days_no_worse']}/{args.days}"
     )
 
 

@@ -40,11 +40,16 @@ class _StopOnNonFinite(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise TrainingDivergedError(
-                f"training loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}; "
-                "lower the learning rate, enable clipping or check the inputs for NaN"
-            )
+        if loss is not None:
+            _require_finite(float(loss), self.epoch, batch)
+
+
+def _require_finite(loss: float, epoch: int, batch: int) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDivergedError(
+            f"training loss became {loss} at epoch {epoch + 1}, batch {batch + 1}; "
+            "lower the learning rate, enable clipping or check the inputs for NaN"
+        )
 
 
 def _optimizer(config: ModelConfig, learning_rate: float | None = None) -> keras.optimizers.Adam:
@@ -69,7 +74,12 @@ def compile_model(
     slower for many.
     """
     model.compile(
-        optimizer=_optimizer(config, learning_rate), loss=config.loss, run_eagerly=run_eagerly
+        optimizer=_optimizer(config, learning_rate),
+        loss=config.loss,
+        run_eagerly=run_eagerly,
+        jit_compile="auto"
+        if config.jit_compile is None
+        else config.jit_compile and not run_eagerly,
     )
     return model
 
@@ -98,6 +108,7 @@ def build(config: ModelConfig, n_features: int) -> keras.Model:
                 units,
                 return_sequences=not last,
                 dropout=config.dropout,
+                unroll=config.unroll,
                 name=f"{prefix}lstm_{i + 1}",
             )(h)
         heads.append(keras.layers.Dense(1, name=f"{prefix}output" if prefix else "output")(h))
@@ -147,6 +158,45 @@ def fit(
         callbacks=callbacks,
     )
     return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def train_steps(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    on_epoch_end: EpochHook | None = None,
+) -> dict[str, list[float]]:
+    """A few epochs as direct ``train_on_batch`` steps, shuffled per epoch like `fit`.
+
+    For a fine-tune of a handful of steps: `fit`'s set-up (data adapter, callbacks, history)
+    costs about as much as the steps themselves. Returns the per-epoch history like `fit`
+    (loss: the epoch's mean, plus whatever `on_epoch_end` adds); no validation pass.
+
+    Raises
+    ------
+    TrainingDivergedError: the loss became NaN or infinite.
+    """
+    x, y = train
+    y = y.reshape(-1, 1)
+    rng = np.random.default_rng(seed)
+    history: dict[str, list[float]] = {}
+    for epoch in range(epochs):
+        order = rng.permutation(len(y))
+        total = 0.0
+        for batch, start in enumerate(range(0, len(y), batch_size)):
+            rows = order[start : start + batch_size]
+            loss = float(model.train_on_batch(x[rows], y[rows]))
+            _require_finite(loss, epoch, batch)
+            total += loss * len(rows)
+        logs = {"loss": total / len(y)}
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, logs)
+        for key, value in logs.items():
+            history.setdefault(key, []).append(float(value))
+    return history
 
 
 def predict(model: keras.Model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:

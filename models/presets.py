@@ -49,12 +49,17 @@ class ModelConfig:
         Chronological shares of the rows used for validation and for the test.
     ensemble:
         Number of networks trained with seeds seed, seed+1, ...; predictions are averaged.
-    fine_tune_epochs, fine_tune_rows, fine_tune_learning_rate:
+    fine_tune_epochs, fine_tune_rows, fine_tune_learning_rate, fine_tune_batch_size:
         A fine-tune trains this many epochs on the newest `fine_tune_rows` training windows
-        (None = all) at this learning rate, keeping the scaler.
+        (None = all) at this learning rate and batch size (None = `batch_size`), keeping the
+        scaler.
     retrain_every, degrade_tolerance:
         Policy `auto`: retrain from scratch every `retrain_every` fine-tunes, or when the
         fine-tuned validation MAPE exceeds the last retrain's by more than this relative amount.
+    unroll, jit_compile:
+        How the same math runs, not what it is: `unroll` unrolls the LSTM over the window (no
+        loop; worth it for short windows), `jit_compile` compiles the train step with XLA
+        (None: Keras's "auto", off on a CPU-only machine). Chosen by bench/training_flops.py.
     """
 
     name: str
@@ -78,8 +83,11 @@ class ModelConfig:
     fine_tune_epochs: int = 2
     fine_tune_rows: int | None = None
     fine_tune_learning_rate: float = 1e-4
+    fine_tune_batch_size: int | None = None
     retrain_every: int = 30
     degrade_tolerance: float = 0.1
+    unroll: bool = False
+    jit_compile: bool | None = None
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +141,8 @@ PRESETS: dict[str, ModelConfig] = {
         clipping="value",
         clip=4.0,
         patience=None,
+        unroll=True,  # the same network and math, executed faster: bench/training_flops.py
+        jit_compile=True,
         notes="the lecture's recipe: standardized close level, 7-day window, LSTM 256/512/512",
     ),
     "default": ModelConfig(
@@ -152,6 +162,8 @@ PRESETS: dict[str, ModelConfig] = {
         fine_tune_epochs=2,
         fine_tune_rows=128,
         fine_tune_learning_rate=1e-4,
+        fine_tune_batch_size=128,  # one step per epoch: a fine-tune is mostly fixed cost
+        unroll=True,  # no XLA: its compile time exceeds a whole default training
         notes=(
             "standardized daily close log returns, 7-day window, LSTM 32, MAE loss (the median"
             " move, like MAPE), predicted return halved; chosen in bench/RESULTS.md"

@@ -20,7 +20,9 @@ from tasks.prepare import Prepared, Samples, ScalerParams, prepare, to_price
 
 Kind = Literal["retrain", "fine_tune"]
 Policy = Literal["auto", "fine_tune", "retrain"]
-EAGER_MAX_BATCHES = 8  # a fine-tune of at most this many batches per epoch runs eagerly
+# a fine-tune of at most this many batches per epoch runs them as direct eager steps: graph
+# tracing (about a second) and fit()'s set-up would cost more than the steps themselves
+EAGER_MAX_BATCHES = 8
 
 
 @dataclass(frozen=True)
@@ -150,19 +152,32 @@ def _fit(
     patience: int | None,
     track_price_mape: bool,
     validate: bool = True,
+    batch_size: int | None = None,
+    steps_seed: int | None = None,
 ) -> tuple[dict[str, list[float]], float]:
     """Fit and time; ``validate=False`` skips the per-epoch validation pass (a short
-    fine-tune without early stopping needs none: the part is evaluated once afterwards)."""
+    fine-tune without early stopping needs none: the part is evaluated once afterwards);
+    ``steps_seed`` trains with `lstm.train_steps` (direct steps, shuffled with that seed)."""
     from models import lstm
 
     hook = _price_mape_hook(model, prepared, config) if track_price_mape else None
     started = time.perf_counter()
+    if steps_seed is not None:
+        history = lstm.train_steps(
+            model,
+            (train.x, train.y),
+            epochs=epochs,
+            batch_size=batch_size or config.batch_size,
+            seed=steps_seed,
+            on_epoch_end=hook,
+        )
+        return history, time.perf_counter() - started
     history = lstm.fit(
         model,
         (train.x, train.y),
         (prepared.val.x, prepared.val.y) if validate else None,
         epochs=epochs,
-        batch_size=config.batch_size,
+        batch_size=batch_size or config.batch_size,
         patience=patience,
         on_epoch_end=hook,
     )
@@ -239,8 +254,9 @@ def fine_tune(
     """Continue training `trained` on `frame` (incl. the newest candles), keeping its scaler.
 
     Trains `epochs` (default config.fine_tune_epochs) epochs, without early stopping, at
-    config.fine_tune_learning_rate on the newest config.fine_tune_rows windows before the test
-    part (validation rows included), then evaluates like `train_model`.
+    config.fine_tune_learning_rate and config.fine_tune_batch_size on the newest
+    config.fine_tune_rows windows before the test part (validation rows included), then
+    evaluates like `train_model`.
     """
     from models import lstm
 
@@ -251,11 +267,16 @@ def fine_tune(
     # candles (the validation MAPE of a fine-tuned model is therefore partly in-sample)
     seen = prepare(frame, config.replace(val_fraction=0.0), trained.timeframe, trained.scaler)
     train = seen.train.tail(config.fine_tune_rows)
-    few_steps = len(train) <= EAGER_MAX_BATCHES * config.batch_size  # tracing would dominate
+    batch = config.fine_tune_batch_size or config.batch_size
+    few_steps = len(train) <= EAGER_MAX_BATCHES * batch
     lstm.compile_model(model, config, config.fine_tune_learning_rate, run_eagerly=few_steps)
-    lstm.set_seed(config.seed + trained.fine_tunes_since_retrain + 1)
+    seed = config.seed + trained.fine_tunes_since_retrain + 1
+    lstm.set_seed(seed)
     epochs = epochs or config.fine_tune_epochs
-    fitted = _fit(model, prepared, train, config, epochs, None, track_price_mape, validate=False)
+    fitted = _fit(
+        model, prepared, train, config, epochs, None, track_price_mape, False, batch,
+        steps_seed=seed if few_steps else None,
+    )  # fmt: skip
     return _result(model, frame, prepared, config, trained.timeframe, fitted, previous=trained)
 
 

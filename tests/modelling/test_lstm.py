@@ -24,6 +24,25 @@ def test_seed_preset_builds_the_lecture_architecture():
     assert float(optimizer.learning_rate) == pytest.approx(5e-5)
     assert optimizer.clipvalue == 4.0
     assert optimizer.clipnorm is None
+    assert model.loss == "mse"
+
+
+def test_unrolling_and_xla_change_the_speed_not_the_math():
+    """`unroll` and `jit_compile` (how `seed` is shipped) give the network of the Keras
+    defaults: the same weights, the same predictions and the same training step."""
+    plain = preset("tiny").replace(units=(6, 5), unroll=False, jit_compile=False)
+    fast = plain.replace(unroll=True, jit_compile=True)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, plain.window, 1)).astype(np.float32)
+    y = rng.normal(size=32).astype(np.float32)
+    models = [lstm.build(config, n_features=1) for config in (plain, fast)]
+    assert [w.shape for w in models[0].get_weights()] == [w.shape for w in models[1].get_weights()]
+    models[1].set_weights(models[0].get_weights())
+    np.testing.assert_allclose(lstm.predict(models[0], x), lstm.predict(models[1], x), atol=1e-6)
+    assert models[1].jit_compile and not models[0].jit_compile
+    losses = [m.train_on_batch(x, y.reshape(-1, 1)) for m in models]  # one step, same batch
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    np.testing.assert_allclose(lstm.predict(models[0], x), lstm.predict(models[1], x), atol=1e-5)
 
 
 def test_presets_are_plain_data():
@@ -43,10 +62,31 @@ def test_keras_bytes_round_trip_gives_identical_predictions():
     np.testing.assert_array_equal(lstm.predict(model, x), lstm.predict(again, x))
 
 
-def test_nan_loss_stops_training_with_an_error():
+@pytest.mark.parametrize("direct_steps", [False, True], ids=["fit", "train_steps"])
+def test_nan_loss_stops_training_with_an_error(direct_steps):
     config = preset("tiny")
     model = lstm.build(config, n_features=1)
     x = np.zeros((32, config.window, 1), dtype=np.float32)
     y = np.full(32, np.nan, dtype=np.float32)
-    with pytest.raises(lstm.TrainingDivergedError, match="nan"):
-        lstm.fit(model, (x, y), None, epochs=2, batch_size=16)
+    with pytest.raises(lstm.TrainingDivergedError, match="nan at epoch 1, batch 1"):
+        if direct_steps:
+            lstm.train_steps(model, (x, y), epochs=2, batch_size=16, seed=0)
+        else:
+            lstm.fit(model, (x, y), None, epochs=2, batch_size=16)
+
+
+def test_direct_steps_train_every_row_once_per_epoch_and_log_each_epoch():
+    config = preset("tiny")
+    model = lstm.build(config, n_features=1)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, config.window, 1)).astype(np.float32)
+    y = rng.normal(size=40).astype(np.float32)
+    before = model.optimizer.iterations.numpy()
+    seen = []
+    history = lstm.train_steps(
+        model, (x, y), epochs=3, batch_size=16, seed=0,
+        on_epoch_end=lambda epoch, logs: seen.append(epoch) or logs.update(extra=epoch * 2.0),
+    )  # fmt: skip
+    assert model.optimizer.iterations.numpy() - before == 3 * 3  # batches of 16, 16, 8
+    assert seen == [0, 1, 2] and history["extra"] == [0.0, 2.0, 4.0]
+    assert len(history["loss"]) == 3 and all(np.isfinite(history["loss"]))
