@@ -160,9 +160,9 @@ PRESETS: dict[str, ModelConfig] = {
         clip=1.0,
         patience=10,
         fine_tune_epochs=2,
-        fine_tune_rows=128,
+        fine_tune_rows=256,
         fine_tune_learning_rate=1e-4,
-        fine_tune_batch_size=128,  # one step per epoch: a fine-tune is mostly fixed cost
+        fine_tune_batch_size=256,  # one step per epoch: a fine-tune is mostly fixed cost
         unroll=True,  # no XLA: its compile time exceeds a whole default training
         notes=(
             "standardized daily close log returns, 7-day window, LSTM 32, MAE loss (the median"
