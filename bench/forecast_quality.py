@@ -1,7 +1,8 @@
 """Walk-forward forecast quality over the last 20% of CDD daily files, against persistence.
 
     .venv/bin/python -m bench.forecast_quality [CSV ...] [--presets default seed]
-        [--every 30] [--fine-tune-every 7] [--seed-epochs 20]
+        [--every 30] [--fine-tune-every 7] [--seed-epochs 20] [--modes retrain auto]
+        [--set KNOB=JSON ...]     # e.g. --set fine_tune_batch_size=64: a variant of the presets
 
 For each file and preset, the test period (last 20% of the candles) is walked in blocks: at the
 start of each block the model is refitted on the candles before it, then predicts every
@@ -17,6 +18,7 @@ weights stay fixed within the block). Modes:
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,15 +76,19 @@ def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int
     return walk
 
 
-def run(files: list[Path], presets: list[str], every: int, ft_every: int, seed_epochs: int):
+def run(
+    files: list[Path], presets: list[str], every: int, ft_every: int, seed_epochs: int,
+    changes: dict[str, object] | None = None, modes: tuple[str, ...] = ("retrain", "auto"),
+):  # fmt: skip
     rows = []
     for path in files:
         symbol, frame = load_daily(path)
         for name in presets:
-            config, mode, k = preset(name), "auto", ft_every
+            config, mode, k = preset(name).replace(**(changes or {})), "auto", ft_every
             if name == "seed":
                 config, mode, k = config.replace(epochs=seed_epochs), "retrain", len(frame)
             runs = [("retrain", every), (mode, k)] if name == "default" else [(mode, k)]
+            runs = [(m, e) for m, e in runs if m in modes or name == "seed"]
             for run_mode, run_every in runs:
                 walk = walk_forward(frame, config, run_mode, run_every)
                 rows.append(_row(symbol, name, config, run_mode, run_every, walk))
@@ -113,8 +119,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--every", type=int, default=30, help="days between full retrains")
     parser.add_argument("--fine-tune-every", type=int, default=7, help="days between fine-tunes")
     parser.add_argument("--seed-epochs", type=int, default=20)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KNOB=JSON",
+        help="change a preset knob, e.g. --set fine_tune_batch_size=64 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--modes", nargs="+", default=["retrain", "auto"], choices=["retrain", "auto"],
+        help="the `default` walks to run",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    rows = run(args.files, args.presets, args.every, args.fine_tune_every, args.seed_epochs)
+    changes = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
+    rows = run(
+        args.files, args.presets, args.every, args.fine_tune_every, args.seed_epochs, changes,
+        tuple(args.modes),
+    )  # fmt: skip
+    if changes:
+        print(f"knobs changed: {changes}")
     print()
     print(_format(rows))
     result = " ".join(

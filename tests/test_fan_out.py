@@ -4,6 +4,8 @@ training concurrency limit, and the per-series ingest lock on both databases."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +98,38 @@ def test_two_dask_workers_forecast_every_symbol(fan_out_env: Settings) -> None:
     assert all(o.version == 1 and len(o.forecasts) == 2 for o in outcomes)
     stages = {"fetch", "upsert", "train", "register", "task"}
     assert all(stages <= o.timings.keys() for o in outcomes)
+    stored = _stored(fan_out_env.sqlalchemy_url())
+    assert stored == {"versions": set(SYMBOLS), "forecasts": set(SYMBOLS)}
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_standing_dask_cluster_named_in_the_settings_gets_every_symbol(
+    fan_out_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a deployment runs it: a cluster started beforehand (workers preloaded with
+    candlecast.dask_worker), its address in CANDLECAST_DASK_ADDRESS, runner left at auto."""
+    from distributed import Client, LocalCluster
+
+    settings_env = {k: v for k, v in os.environ.items() if k.startswith("CANDLECAST_")}
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+            preload=["candlecast.dask_worker"], env=settings_env,
+        ) as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        warm = client.run(
+            lambda: (os.environ["TF_NUM_INTRAOP_THREADS"], "tensorflow" in sys.modules)
+        )
+        assert list(warm.values()) == [("1", True), ("1", True)]  # sized and imported
+        monkeypatch.setenv("CANDLECAST_DASK_ADDRESS", cluster.scheduler_address)
+        get_settings.cache_clear()
+        assert resolve_runner("auto", len(SYMBOLS), None, get_settings().dask_address)[0] == "dask"
+        outcomes = daily_forecast(symbols=SYMBOLS, preset="tiny", horizon=2)
+    assert sorted(o.symbol for o in outcomes) == SYMBOLS
+    assert all(o.version == 1 and len(o.forecasts) == 2 for o in outcomes)
     stored = _stored(fan_out_env.sqlalchemy_url())
     assert stored == {"versions": set(SYMBOLS), "forecasts": set(SYMBOLS)}
 

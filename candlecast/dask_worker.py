@@ -1,0 +1,23 @@
+"""Preload for the workers of a standing Dask cluster.
+
+    dask worker tcp://scheduler:8786 --nworkers $(nproc) --nthreads 1 \
+        --preload candlecast.dask_worker
+
+At worker start, before any task: sizes TensorFlow's and BLAS's thread pools to the worker's
+``--nthreads`` (one process per core and one thread each is the layout that trains fastest
+here: bench/daily_run.py), and imports TensorFlow and the daily pipeline, so the first symbol
+a daily run sends to the worker does not wait seconds for imports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask's preload hook, called in the worker process before it accepts tasks."""
+    from tasks.parallel import limit_threads
+
+    limit_threads(max(1, worker.state.nthreads))
+    import tasks.daily  # noqa: F401 - the import is the point
+    from models import lstm  # noqa: F401 - imports TensorFlow and Keras
