@@ -14,6 +14,7 @@ runs or workers on one machine never train more models at once than it has cores
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -129,13 +130,19 @@ def training_limit_name() -> str:
 
 @cache
 def _ensure_training_limit(name: str, slots: int) -> None:
+    """Create the limit unless it exists; two processes starting at once may both try, and
+    the one that loses finds it created (Prefect's upsert is not atomic)."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
-        except Exception:  # noqa: BLE001 - not found (ObjectNotFound): create it
-            client.upsert_global_concurrency_limit_by_name(name, slots)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):
+                limit = GlobalConcurrencyLimitCreate(name=name, limit=slots)
+                client.create_global_concurrency_limit(limit)
 
 
 @contextmanager

@@ -19,7 +19,13 @@ from db.schema import Candle, Forecast, ModelVersion
 from db.session import session_factory
 from flows.daily import daily_forecast
 from tasks.ingest import ingest_symbol
-from tasks.parallel import SEQUENTIAL_UP_TO_CORES, cores, resolve_runner, training_limit_name
+from tasks.parallel import (
+    SEQUENTIAL_UP_TO_CORES,
+    _ensure_training_limit,
+    cores,
+    resolve_runner,
+    training_limit_name,
+)
 from tests.conftest import wavy_cdd_csv
 
 SYMBOLS = ["WAVEUSDT", "WAVFUSDT", "WAVGUSDT"]
@@ -132,6 +138,35 @@ def test_a_standing_dask_cluster_named_in_the_settings_gets_every_symbol(
     assert all(o.version == 1 and len(o.forecasts) == 2 for o in outcomes)
     stored = _stored(fan_out_env.sqlalchemy_url())
     assert stored == {"versions": set(SYMBOLS), "forecasts": set(SYMBOLS)}
+
+
+def test_training_limit_is_created_once_when_processes_first_train_together(
+    prefect_harness: None,
+) -> None:
+    """Each worker process's first training creates the host's limit unless it exists; when
+    they start at once, all but one find it created meanwhile (Prefect answers 409)."""
+    from prefect.client.orchestration import get_client
+
+    errors: list[Exception] = []
+
+    def first_training(name: str, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            _ensure_training_limit.__wrapped__(name, 3)  # past the per-process cache
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    names = [f"candlecast-training-race-{i}" for i in range(5)]
+    for name in names:
+        barrier = threading.Barrier(4)
+        threads = [threading.Thread(target=first_training, args=(name, barrier)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert errors == []
+    with get_client(sync_client=True) as client:
+        assert [client.read_global_concurrency_limit_by_name(n).limit for n in names] == [3] * 5
 
 
 def test_named_lock_excludes_a_second_holder(db_url: str) -> None:
