@@ -156,7 +156,8 @@ def _json_object(value: str | None) -> dict[str, Any] | None:
 @app.command()
 def serve(
     deployment: Annotated[
-        list[str] | None, typer.Option("--deployment", "-d", help="Only these (daily, backfill).")
+        list[str] | None,
+        typer.Option("--deployment", "-d", help="Only these (daily, symbol, backfill)."),
     ] = None,
     parameters: Annotated[
         str | None,

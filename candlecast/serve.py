@@ -38,7 +38,8 @@ def deployments(
     """The deployments of ``prefect.yaml`` (or those in ``names``) as served deployments.
 
     ``parameters`` override the default parameters of each deployment whose flow takes them
-    (``symbols`` reaches ``daily`` only, ``preset`` both); one that no flow takes is an error.
+    (``symbols`` reaches ``daily`` only, ``preset`` every one); one that no flow takes is an
+    error.
     """
     spec = yaml.safe_load(path.read_text())
     served = []

@@ -1,14 +1,16 @@
-"""The daily pipeline and the backfill, as Prefect flows."""
+"""The daily pipeline, one symbol of it, and the backfill, as Prefect flows."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
 from prefect import flow
+from prefect.client.schemas.objects import State
 from prefect.states import Failed
 
 from db.migrate import require_head
 from tasks.daily import Mode, SymbolOutcome, forecast_symbol
+from tasks.logs import run_logger
 from tasks.parallel import Runner, fan_out
 from tasks.report import publish_run_report
 
@@ -39,17 +41,43 @@ def daily_forecast(
     parameters = {"exchange": exchange, "mode": mode, "preset": preset, "horizon": horizon}
     states = fan_out(forecast_symbol, symbols or DEFAULT_SYMBOLS, parameters, runner, workers)
     for symbol, state in states.items():
-        if state.is_completed():
-            outcome = state.result()
+        outcome, cause = _outcome_and_cause(symbol, state)
+        if outcome is not None:
             outcomes.append(outcome)
-            if outcome.error:
-                failures[symbol] = outcome.error
-        else:
-            failures[symbol] = _cause(state)
+        if cause is not None:
+            failures[symbol] = cause
     publish_run_report(outcomes, failures)
     if failures:
         return Failed(message="; ".join(f"{s}: {c}" for s, c in failures.items()))
     return outcomes
+
+
+@flow(
+    name="forecast-symbol",
+    flow_run_name="forecast {exchange} {symbol}",
+    persist_result=True,
+    result_serializer="json",
+)
+def forecast_one(
+    symbol: str,
+    exchange: str = "Binance",
+    mode: Mode = "auto",
+    preset: str = "default",
+    horizon: int = 7,
+) -> SymbolOutcome:
+    """The daily step for one symbol as a flow run of its own (the ``symbol`` deployment of
+    prefect.yaml), run by any worker of the work pool. It ends Failed with the cause when the
+    symbol failed. Its outcome (also a failed symbol's, when the champion still
+    forecast) is persisted as JSON in Prefect's result storage, where the parent reads it."""
+    require_head()
+    state = forecast_symbol(
+        symbol, exchange, mode=mode, preset=preset, horizon=horizon, return_state=True
+    )
+    outcome, cause = _outcome_and_cause(symbol, state)
+    publish_run_report([outcome] if outcome else [], {symbol: cause} if cause else {})
+    if cause is not None:
+        return Failed(message=cause, data=outcome)
+    return outcome
 
 
 @flow(name="backfill")
@@ -85,9 +113,24 @@ def backfill(
     return outcomes
 
 
-def _cause(state: object) -> str:
+def _outcome_and_cause(symbol: str, state: State) -> tuple[SymbolOutcome | None, str | None]:
+    """What one symbol's final state says: its outcome where one can be read, and its cause
+    where it failed (``outcome.error``, the exception, else the state's message).
+
+    ``state`` is a task run's, or a symbol flow run's read from the API; that flow run's
+    outcome lies in Prefect's result storage, readable here only where this machine shares it
+    (README "Scaling out"); else the state and its message are all there is.
+    """
     try:
-        state.result()  # type: ignore[attr-defined]
-    except Exception as exc:  # noqa: BLE001 - the cause is what we report
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return getattr(state, "message", None) or "failed"
+        value = state.result(raise_on_failure=False)
+    except Exception as exc:  # noqa: BLE001 - result storage not shared with this machine
+        run_logger().warning("%s: its outcome cannot be read here: %s", symbol, exc)
+        value = None
+    outcome = value if isinstance(value, SymbolOutcome) else None
+    if outcome is not None and outcome.error:
+        return outcome, outcome.error
+    if state.is_completed():
+        return outcome, None
+    if isinstance(value, BaseException):
+        return outcome, str(value).splitlines()[0] if str(value) else type(value).__name__
+    return outcome, state.message or "failed"

@@ -1,19 +1,23 @@
-"""The daily pipeline and the backfill as Prefect flows, on SQLite and PostgreSQL, with the
-tiny preset and CDD files served on 127.0.0.1."""
+"""The daily pipeline, its one-symbol flow and the backfill as Prefect flows, on SQLite and
+PostgreSQL, with the tiny preset and CDD files served on 127.0.0.1."""
 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 from prefect.artifacts import Artifact
+from prefect.client.schemas.objects import State
 from sqlalchemy import func, select
 
 from candlecast.settings import Settings
 from db import registry
 from db.schema import Forecast, ModelVersion
 from db.session import session_factory
-from flows.daily import backfill, daily_forecast
+from flows.daily import _outcome_and_cause, backfill, daily_forecast, forecast_one
+from models import presets
+from tasks.daily import SymbolOutcome
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +93,46 @@ def test_backfill_uses_only_past_data_and_is_idempotent(prefect_env: Settings) -
     assert rows and all(data_end <= as_of for as_of, data_end in rows)  # no model from the future
     again = backfill("WAVEUSDT", date(2025, 10, 10), date(2025, 10, 12), preset="tiny", horizon=1)
     assert again == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # flows only: no new SQL
+def test_symbol_flow_persists_its_outcome_for_the_parent_also_when_it_fails(
+    prefect_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.results import ResultRecordMetadata
+
+    def as_the_parent_reads_it(
+        state: State, elsewhere: bool = False
+    ) -> tuple[SymbolOutcome | None, str | None]:
+        """Through the API and the persisted JSON, as a parent flow run reads it;
+        ``elsewhere``: on a machine that does not share the result storage."""
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(state.state_details.flow_run_id)
+        assert flow_run.state is not None
+        assert isinstance(flow_run.state.data, ResultRecordMetadata)
+        if elsewhere:
+            Path(str(flow_run.state.data.storage_key)).unlink()
+        return _outcome_and_cause("WAVEUSDT", flow_run.state)
+
+    first = forecast_one("WAVEUSDT", preset="tiny", horizon=2, return_state=True)
+    outcome, cause = as_the_parent_reads_it(first)
+    assert first.is_completed() and cause is None
+    assert outcome is not None and outcome.version == 1 and outcome.promoted
+    assert [f["horizon"] for f in outcome.forecasts] == [1, 2]
+    assert as_the_parent_reads_it(first, elsewhere=True) == (None, None)  # left out, not failed
+
+    exploding = presets.preset("tiny").replace(learning_rate=1e30, clipping="none")
+    monkeypatch.setitem(presets.PRESETS, "tiny", exploding)
+    rejected = forecast_one("WAVEUSDT", preset="tiny", horizon=2, mode="retrain", return_state=True)
+    outcome, cause = as_the_parent_reads_it(rejected)
+    assert rejected.is_failed() and cause == rejected.message
+    assert cause is not None and "training loss became" in cause
+    assert outcome is not None and outcome.action == "rejected" and outcome.error == cause
+    assert outcome.champion_version == 1 and len(outcome.forecasts) == 2  # still served
+    assert as_the_parent_reads_it(rejected, elsewhere=True) == (None, rejected.message)
+
+    missing = forecast_one("NOPEUSDT", preset="tiny", horizon=2, return_state=True)
+    outcome, cause = as_the_parent_reads_it(missing)
+    assert missing.is_failed() and outcome is None
+    assert cause == missing.message and cause is not None and "NOPEUSDT: HTTP 404" in cause
