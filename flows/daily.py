@@ -33,7 +33,8 @@ def daily_forecast(
 
     ``runner`` says where the symbols run (``tasks.parallel``): ``sequential``, ``processes``
     (``workers`` processes, default one per core), ``dask`` (``CANDLECAST_DASK_ADDRESS`` or a
-    local cluster), or ``auto`` (Dask if an address is set, else processes for several
+    local cluster), ``deployments`` (a flow run of :func:`forecast_one` per symbol on the work
+    pool's workers), or ``auto`` (Dask if an address is set, else processes for several
     symbols on more than 2 cores, else sequential: on 2 cores the pool costs more than it saves)."""
     require_head()
     outcomes: list[SymbolOutcome] = []
@@ -65,9 +66,9 @@ def forecast_one(
     preset: str = "default",
     horizon: int = 7,
 ) -> SymbolOutcome:
-    """The daily step for one symbol as a flow run of its own (the ``symbol`` deployment of
-    prefect.yaml), run by any worker of the work pool. It ends Failed with the cause when the
-    symbol failed. Its outcome (also a failed symbol's, when the champion still
+    """The daily step for one symbol as a flow run of its own: ``daily_forecast`` with
+    ``runner="deployments"`` starts one per symbol on the work pool. It ends Failed with the
+    cause when the symbol failed. Its outcome (also a failed symbol's, when the champion still
     forecast) is persisted as JSON in Prefect's result storage, where the parent reads it."""
     require_head()
     state = forecast_symbol(

@@ -1,4 +1,5 @@
-"""Where the per-symbol steps run: in this process, in a local process pool, or on Dask.
+"""Where the per-symbol steps run: in this process, in a local process pool, on Dask, or as
+flow runs of their own on a work pool.
 
 - ``sequential``: one symbol after another in the flow's process (TensorFlow uses every core).
 - ``processes``: Prefect's ``ProcessPoolTaskRunner``, one worker process per core by default,
@@ -6,6 +7,9 @@
   oversubscribed.
 - ``dask``: prefect-dask's ``DaskTaskRunner`` on the cluster at ``CANDLECAST_DASK_ADDRESS``,
   or on a local cluster of ``workers`` single-threaded worker processes when none is set.
+- ``deployments``: one flow run of the ``symbol`` deployment (``SYMBOL_DEPLOYMENT``,
+  ``flows/daily.py:forecast_one`` in ``prefect.yaml``) per symbol, run by whichever Prefect
+  worker of its work pool picks it up; chosen explicitly, never by ``auto``.
 
 On top of any runner, :func:`training_slot` takes a slot of the Prefect global concurrency
 limit ``candlecast-training-<host>`` (as many slots as the host has cores), so several flow
@@ -17,13 +21,21 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
 
-Runner = Literal["auto", "sequential", "processes", "dask"]
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
+Runner = Literal["auto", "sequential", "processes", "dask", "deployments"]
 SEQUENTIAL_UP_TO_CORES = 2  # runner "auto" stays sequential on machines this small
+SYMBOL_DEPLOYMENT = "forecast-symbol/symbol"  # flow/deployment, as prefect.yaml registers it
+DEPLOYMENT_POLL_S = 2.0  # how often the parent reads its symbol flow runs' states
+DEPLOYMENT_WAIT_S = 6 * 3600.0  # a symbol flow run not final by then is reported failed
 THREAD_VARIABLES = (
     "TF_NUM_INTRAOP_THREADS",
     "TF_NUM_INTEROP_THREADS",
@@ -43,8 +55,9 @@ def cores() -> int:
 
 def resolve_runner(
     runner: Runner, symbols: int, workers: int | None, dask_address: str | None
-) -> tuple[Literal["sequential", "processes", "dask"], int]:
-    """The runner and the number of workers to use.
+) -> tuple[Literal["sequential", "processes", "dask", "deployments"], int]:
+    """The runner and the number of workers to use (for ``deployments``: the number of flow
+    runs started at once, one per symbol; the work pool's workers decide where they run).
 
     ``auto``: Dask when a cluster address is configured; else a process per core when there
     is more than one symbol and more than ``SEQUENTIAL_UP_TO_CORES`` cores; else sequential.
@@ -64,6 +77,8 @@ def resolve_runner(
             runner = "sequential"
     if runner == "sequential":
         return "sequential", 1
+    if runner == "deployments":
+        return "deployments", symbols
     return runner, max(1, min(count, symbols))
 
 
@@ -175,14 +190,18 @@ def fan_out(
 ) -> dict[str, Any]:
     """Run ``task(symbol, **parameters)`` for every symbol on the chosen runner; wait for all.
 
-    Returns each symbol's final Prefect state (Completed or Failed): one symbol failing, on
-    any worker, never stops the others.
+    Returns each symbol's final Prefect state (Completed or Failed; for ``deployments`` the
+    final state of its flow run, also Crashed or Cancelled): one symbol failing, on any
+    worker, never stops the others.
     """
     from candlecast.settings import get_settings
     from tasks.logs import run_logger
 
     address = get_settings().dask_address
     kind, count = resolve_runner(runner, len(symbols), workers, address)
+    if kind == "deployments":
+        run_logger().info("%d symbols as flow runs of %s", len(symbols), SYMBOL_DEPLOYMENT)
+        return run_deployments(symbols, parameters)
     where = f"Dask at {address}" if kind == "dask" and address else kind
     run_logger().info(
         "%d symbols on %s (%d workers, %d TensorFlow threads each)",
@@ -198,3 +217,44 @@ def fan_out(
         for future in futures.values():
             future.wait()
         return {s: future.state for s, future in futures.items()}
+
+
+def run_deployments(
+    symbols: list[str], parameters: dict[str, Any], deployment: str = SYMBOL_DEPLOYMENT
+) -> dict[str, State]:
+    """Start a flow run of ``deployment`` for every symbol, all before waiting on any, then
+    wait for each one's final state.
+
+    Each run goes to whichever worker of the deployment's work pool picks it up, and shows as
+    a subflow of the calling flow run. A run still not final after ``DEPLOYMENT_WAIT_S`` (no
+    worker polling the pool, a worker that died) is reported failed and left as it is.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Failed
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            raise LookupError(
+                f"no deployment {deployment} on the Prefect server: register prefect.yaml's "
+                "deployments with `prefect deploy --all`"
+            ) from None
+        runs: dict[str, UUID] = {
+            s: run_deployment(deployment, parameters={"symbol": s, **parameters}, timeout=0).id
+            for s in symbols
+        }
+        final: dict[UUID, State] = {}
+        deadline = time.monotonic() + DEPLOYMENT_WAIT_S
+        while len(final) < len(runs) and time.monotonic() < deadline:
+            waiting = FlowRunFilterId(any_=[i for i in runs.values() if i not in final])
+            for flow_run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=waiting)):
+                if flow_run.state is not None and flow_run.state.is_final():
+                    final[flow_run.id] = flow_run.state
+            if len(final) < len(runs):
+                time.sleep(DEPLOYMENT_POLL_S)
+    late = f"its flow run was not final after {DEPLOYMENT_WAIT_S:.0f} s"
+    return {s: final.get(i) or Failed(message=f"{late} ({i})") for s, i in runs.items()}

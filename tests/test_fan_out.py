@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,12 @@ def test_runner_choice() -> None:
     assert resolve_runner("sequential", 4, 2, None) == ("sequential", 1)
     expected = ("processes", 4) if cores() > SEQUENTIAL_UP_TO_CORES else ("sequential", 1)
     assert resolve_runner("auto", 4, 4, None) == expected
+    # a flow run per symbol on the work pool: only when asked for, whatever the workers
+    assert resolve_runner("deployments", 3, 1, "tcp://scheduler:8786") == ("deployments", 3)
+    assert all(
+        resolve_runner("auto", n, w, a)[0] != "deployments"
+        for n, w, a in product((1, 4, 64), (None, 1, 64), (None, "tcp://scheduler:8786"))
+    )
     with pytest.raises(ValueError, match="workers must be >= 1"):
         resolve_runner("processes", 2, 0, None)
 

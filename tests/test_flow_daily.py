@@ -105,8 +105,8 @@ def test_symbol_flow_persists_its_outcome_for_the_parent_also_when_it_fails(
     def as_the_parent_reads_it(
         state: State, elsewhere: bool = False
     ) -> tuple[SymbolOutcome | None, str | None]:
-        """Through the API and the persisted JSON, as a parent flow run reads it;
-        ``elsewhere``: on a machine that does not share the result storage."""
+        """Through the API and the persisted JSON, as daily_forecast(runner="deployments")
+        does; ``elsewhere``: on a machine that does not share the result storage."""
         with get_client(sync_client=True) as client:
             flow_run = client.read_flow_run(state.state_details.flow_run_id)
         assert flow_run.state is not None
