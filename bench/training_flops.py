@@ -67,23 +67,16 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
 def run_variant(path: Path, epochs: int, overrides: dict) -> dict[str, float]:
     """In this process: the matmul peak, then `seed` (with `overrides`) for `epochs` epochs."""
     from bench.data import load_daily
-    from models import lstm
+    from bench.training_speed import seconds_per_epoch
     from models.presets import preset
     from tasks.prepare import prepare
 
     peak = matmul_peak()
     config = preset("seed").replace(**overrides)
     _, frame = load_daily(path)
-    prepared = prepare(frame, config)
-    model = lstm.build(config, prepared.train.x.shape[2])
-    stamps = [time.perf_counter()]
-    lstm.fit(
-        model, (prepared.train.x, prepared.train.y), (prepared.val.x, prepared.val.y),
-        epochs=epochs, batch_size=config.batch_size,
-        on_epoch_end=lambda epoch, logs: stamps.append(time.perf_counter()),
-    )  # fmt: skip
-    per_epoch = float(np.median(np.diff(stamps)[1:]))
+    per_epoch = seconds_per_epoch(frame, config, epochs)
     peak = max(peak, matmul_peak())  # a busy machine lowers one of them, rarely both
+    prepared = prepare(frame, config)  # the sample counts the epochs ran on
     forward = forward_flops(config.window, config.units, prepared.train.x.shape[2])
     flop = forward * (3 * len(prepared.train) + len(prepared.val))
     return {

@@ -274,8 +274,8 @@ def fine_tune(
     lstm.set_seed(seed)
     epochs = epochs or config.fine_tune_epochs
     fitted = _fit(
-        model, prepared, train, config, epochs, None, track_price_mape, False, batch,
-        steps_seed=seed if few_steps else None,
+        model, prepared, train, config, epochs, None, track_price_mape,
+        validate=False, batch_size=batch, steps_seed=seed if few_steps else None,
     )  # fmt: skip
     return _result(model, frame, prepared, config, trained.timeframe, fitted, previous=trained)
 
