@@ -90,3 +90,28 @@ def test_direct_steps_train_every_row_once_per_epoch_and_log_each_epoch():
     assert model.optimizer.iterations.numpy() - before == 3 * 3  # batches of 16, 16, 8
     assert seen == [0, 1, 2] and history["extra"] == [0.0, 2.0, 4.0]
     assert len(history["loss"]) == 3 and all(np.isfinite(history["loss"]))
+
+
+def test_fit_batches_hold_every_row_once_per_epoch_reshuffled_on_one_thread():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 7, 2)).astype(np.float32)
+    y = np.arange(40, dtype=np.float32)  # each row's target is its index
+
+    def epoch(batches) -> list[int]:
+        order = []
+        for xb, yb in batches:
+            rows = yb.numpy().reshape(-1).astype(int)
+            np.testing.assert_array_equal(xb.numpy(), x[rows])  # each window with its target
+            order += rows.tolist()
+        return order
+
+    lstm.set_seed(0)
+    batches = lstm._batches((x, y), batch_size=16, shuffle=True)
+    assert [len(yb) for _, yb in batches] == [16, 16, 8]
+    first, second = epoch(batches), epoch(batches)
+    assert sorted(first) == sorted(second) == list(range(40))  # every row once per epoch
+    assert first != second and list(range(40)) not in (first, second)  # reshuffled each epoch
+    assert epoch(lstm._batches((x, y), batch_size=16, shuffle=False)) == list(range(40))
+    options = batches.options()  # no thread pool of the machine's size to fight over
+    assert options.threading.private_threadpool_size == 1
+    assert options.autotune.enabled is False
