@@ -2,6 +2,7 @@
 parallel, the first run (full training) and the next day's (one new candle).
 
     .venv/bin/python -m bench.daily_run [--databases sqlite,postgresql] [--preset default]
+        [--runners sequential,processes,dask-cluster] [--rounds N] [--no-single]
 
 Parallel runs two ways, two workers each: ``processes`` (a process pool the flow run starts
 and stops itself, so every run pays for spawning the workers and importing TensorFlow in
@@ -16,15 +17,25 @@ adds (so day 2 ingests one candle per symbol and fine-tunes). Each case gets a f
 ``flows.daily.daily_forecast`` flow under a temporary Prefect server. Stage seconds are
 measured inside the task code (``SymbolOutcome.timings``) and summed over symbols; Prefect's
 overhead is the flow's wall time less the in-task time (sequential: the sum; parallel: the sum
-divided by the workers, so it also holds process start-up and imbalance).
+divided by the workers, so it also holds process start-up and imbalance); ``slot`` is the wait
+for a training slot of the host's Prefect concurrency limit.
+
+This machine is shared, and the same run takes 1.5-2x longer at one hour than at another, so
+``--rounds N`` repeats the 4-symbol cases interleaved (sequential, then each parallel runner)
+and the speed-ups are each round's own ratio, median over rounds. Each round first measures
+the ceiling: one ``default`` training alone against two of them side by side in two
+single-threaded processes, without Prefect or a database: what two cores give this workload
+at that moment, against which the pipeline's speed-up is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,6 +50,7 @@ STAGES = [
     "parse_validate",
     "upsert",
     "load",
+    "slot",
     "train",
     "evaluate",
     "register",
@@ -47,6 +59,7 @@ STAGES = [
     "plots",
 ]
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "BNBUSDT"]
+RUNNERS = ["sequential", "processes", "dask-cluster"]
 
 
 def _seconds(line: str) -> float:
@@ -164,16 +177,51 @@ def summarize(db: str, symbols: int, runner: str, day: str, wall: float, outcome
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'db':<10} {'sym':>3} {'runner':<12} {'day':<8} {'action':<10} {'wall':>7} "
+    head = f"{'db':<10} {'rnd':>3} {'sym':>3} {'runner':<12} {'day':<6} {'action':<10} {'wall':>6} "
     head += " ".join(f"{s[:8]:>8}" for s in STAGES) + f" {'in-task':>8} {'prefect+':>8}"
     print(head)
     for r in rows:
         line = (
-            f"{r['db']:<10} {r['symbols']:>3} {r['runner']:<12} {r['day']:<8} "
-            f"{r['actions']:<10} {r['wall']:7.1f} "
+            f"{r['db']:<10} {r.get('round', 1):>3} {r['symbols']:>3} {r['runner']:<12} "
+            f"{r['day']:<6} {r['actions']:<10} {r['wall']:6.1f} "
         )
         line += " ".join(f"{r[s]:8.2f}" for s in STAGES)
         print(line + f" {r['in_task']:8.1f} {r['overhead']:8.1f}")
+
+
+def _one_training(path: str, epochs: int) -> tuple[float, float]:
+    """(start, end) of one ``default`` training of ``epochs`` epochs (no early stopping), on
+    ``time.perf_counter``, which is the system-wide monotonic clock here: comparable across
+    processes."""
+    from models.presets import preset
+    from tasks.train import train_model
+
+    _, frame = load_daily(Path(path))
+    config = dataclasses.replace(preset("default"), patience=None, epochs=epochs)
+    began = time.perf_counter()
+    train_model(frame, config)
+    return began, time.perf_counter()
+
+
+def parallel_ceiling(epochs: int = 15) -> tuple[float, float, float]:
+    """What two cores give this workload just now: the same ``default`` training of BTC alone
+    in one single-threaded worker process, then twice at once in two. Returns (alone s, both s,
+    speed-up = 2 * alone / both); no Prefect, no database, so the pipeline's speed-up can be
+    read against it."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from tasks.parallel import limit_threads
+
+    btc = str(DAILY_FILES[0])
+    with ProcessPoolExecutor(2, get_context("spawn"), limit_threads, (1,)) as pool:
+        for warm in [pool.submit(_one_training, btc, 1) for _ in range(2)]:
+            warm.result()  # imports and TensorFlow's start-up, in both workers
+        began, ended = pool.submit(_one_training, btc, epochs).result()
+        alone = ended - began
+        spans = [f.result() for f in [pool.submit(_one_training, btc, epochs) for _ in range(2)]]
+    both = max(end for _, end in spans) - min(start for start, _ in spans)
+    return alone, both, 2 * alone / both
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,64 +230,93 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="admin URL of a server")
     parser.add_argument("--no-single", action="store_true", help="skip the 1-symbol cases")
+    parser.add_argument("--runners", default=",".join(RUNNERS), help="4-symbol runners to time")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the 4-symbol cases, interleaved, N times"
+    )
     args = parser.parse_args(argv)
+    runners = args.runners.split(",")
+    if runners[0] != "sequential" or not set(runners) <= set(RUNNERS):
+        parser.error(f"--runners: sequential first, then any of {RUNNERS[1:]}")
     from prefect.testing.utilities import prefect_test_harness
 
     from models import lstm  # noqa: F401 - TensorFlow imported before any timed run, as the
     # standing cluster's workers have it: the comparison is of the runs, not of imports
 
-    cases = [] if args.no_single else [(SYMBOLS[:1], "sequential")]
-    cases += [(SYMBOLS, "sequential"), (SYMBOLS, "processes"), (SYMBOLS, "dask-cluster")]
     rows: list[dict] = []
+    ceilings: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
         day1, day2 = write_mirrors(Path(tmp))
         live = Path(tmp) / "live"  # the "CDD" every run reads: each day's files copied in
-        for db in args.databases.split(","):
-            for symbols, runner in cases:
-                with contextlib.ExitStack() as stack:
-                    url = stack.enter_context(database(db, Path(tmp), args.postgres))
-                    address = None
-                    if runner == "dask-cluster":
-                        env = settings_environment(url, live, Path(tmp))
-                        address = stack.enter_context(standing_cluster(env))
-                    for day, files in (("first", day1), ("next", day2)):
-                        shutil.copytree(files, live, dirs_exist_ok=True)
-                        wall, outcomes, workers = run_day(
-                            url, live, Path(tmp), symbols, runner, args.preset, address
-                        )
-                        rows.append(
-                            summarize(db, len(symbols), runner, day, wall, outcomes, workers)
-                        )
-                        print_table(rows[-1:])
+        for round_ in range(1, args.rounds + 1):
+            alone, both, ceiling = parallel_ceiling()
+            ceilings.append(ceiling)
+            print(f"round {round_}: one default training alone {alone:.2f} s, two side by side "
+                  f"{both:.2f} s: two cores give this workload {ceiling:.2f}x")  # fmt: skip
+            cases = [] if args.no_single or round_ > 1 else [(SYMBOLS[:1], "sequential")]
+            cases += [(SYMBOLS, runner) for runner in runners]
+            for db in args.databases.split(","):
+                for symbols, runner in cases:
+                    with contextlib.ExitStack() as stack:
+                        url = stack.enter_context(database(db, Path(tmp), args.postgres))
+                        address = None
+                        if runner == "dask-cluster":
+                            env = settings_environment(url, live, Path(tmp))
+                            address = stack.enter_context(standing_cluster(env))
+                        for day, files in (("first", day1), ("next", day2)):
+                            shutil.copytree(files, live, dirs_exist_ok=True)
+                            wall, outcomes, workers = run_day(
+                                url, live, Path(tmp), symbols, runner, args.preset, address
+                            )
+                            rows.append(
+                                summarize(db, len(symbols), runner, day, wall, outcomes, workers)
+                                | {"round": round_}
+                            )
+                            print_table(rows[-1:])
     print("\nseconds; stages summed over symbols, measured inside the task code; "
           "prefect+ = wall - in-task/workers (Prefect, process start-up, imbalance)")  # fmt: skip
     print_table(rows)
-
-    def wall(db: str, runner: str, day: str) -> float:
-        return next(
-            r["wall"]
-            for r in rows
-            if (r["db"], r["symbols"], r["runner"], r["day"]) == (db, 4, runner, day)
-        )
-
-    parallel = ("processes", "dask-cluster")
-    fields: dict[str, float] = {}
-    for n, db in enumerate(args.databases.split(",")):
-        prefix = "" if n == 0 else f"{db}_"
-        fields[f"{prefix}next_day_4sym_s"] = min(
-            wall(db, runner, "next") for runner in ("sequential", *parallel)
-        )
-        for runner in parallel:
-            key = runner.replace("-", "_")
-            for day in ("first", "next"):
-                speedup = wall(db, "sequential", day) / wall(db, runner, day)
-                fields[f"{prefix}{key}_{day}_speedup_4sym"] = speedup
-        fields[f"{prefix}first_4sym_sequential_s"] = wall(db, "sequential", "first")
-        fields[f"{prefix}first_4sym_dask_cluster_s"] = wall(db, "dask-cluster", "first")
+    fields = result_fields(rows, args.databases.split(","), runners)
+    fields["parallel_ceiling"] = statistics.median(ceilings)
+    print(f"\nrounds: {args.rounds}; speed-ups are each round's sequential wall over its "
+          "parallel wall, the median over rounds (min-max); ceiling: two trainings side by side "
+          f"vs one, per round: {', '.join(f'{c:.2f}x' for c in ceilings)}")  # fmt: skip
     print(
-        f"RESULT db={args.databases.split(',')[0]} "
+        f"RESULT db={args.databases.split(',')[0]} rounds={args.rounds} "
         + " ".join(f"{k}={v:.2f}" for k, v in fields.items())
     )
+
+
+def result_fields(rows: list[dict], databases: list[str], runners: list[str]) -> dict[str, float]:
+    """The RESULT line's figures: per database, the fastest 4-symbol next-day wall, and each
+    parallel runner's speed-up over sequential per day (median over rounds), also printed with
+    its range."""
+
+    def walls(db: str, runner: str, day: str) -> dict[int, float]:
+        return {
+            r["round"]: r["wall"]
+            for r in rows
+            if (r["db"], r["symbols"], r["runner"], r["day"]) == (db, 4, runner, day)
+        }
+
+    fields: dict[str, float] = {}
+    for n, db in enumerate(databases):
+        prefix = "" if n == 0 else f"{db}_"
+        fields[f"{prefix}next_day_4sym_s"] = min(
+            min(walls(db, runner, "next").values()) for runner in runners
+        )
+        for runner in runners[1:]:
+            for day in ("first", "next"):
+                sequential, parallel = walls(db, "sequential", day), walls(db, runner, day)
+                ratios = [sequential[r] / parallel[r] for r in sorted(parallel)]
+                key = f"{prefix}{runner.replace('-', '_')}_{day}_speedup_4sym"
+                fields[key] = statistics.median(ratios)
+                print(f"{db} {runner} {day} day: {fields[key]:.2f}x "
+                      f"({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+        fields[f"{prefix}first_4sym_sequential_s"] = statistics.median(
+            walls(db, "sequential", "first").values()
+        )
+    return fields
 
 
 if __name__ == "__main__":

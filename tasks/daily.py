@@ -7,6 +7,7 @@ function (``.fn``) for tests, benchmarks and the backfill.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -81,7 +82,8 @@ def forecast_symbol(
     ``as_of`` cuts the candles at that open time (a backfill sees only what existed then);
     ``ingest=False`` skips the download (the backfill, benchmarks). Training holds one of the
     host's training slots (``tasks.parallel.training_slot``); ``timings`` records the seconds
-    of each stage, measured here, and of the whole step (``task``).
+    of each stage, measured here (``slot``: waiting for that slot), and of the whole step
+    (``task``).
     """
     from models.lstm import TrainingDivergedError
     from models.presets import preset as load_preset
@@ -116,8 +118,11 @@ def forecast_symbol(
         )
         previous = None
     try:
-        with stages("train"), training_slot():
-            trained = _train(previous, frame, config, mode, timeframe)
+        with ExitStack() as slot:
+            with stages("slot"):  # waiting for one of the host's training slots
+                slot.enter_context(training_slot())
+            with stages("train"):
+                trained = _train(previous, frame, config, mode, timeframe)
     except TrainingDivergedError as exc:
         return _rejected(sessions, exchange, symbol, timeframe, frame, ingested, horizon, exc, log)
     _log_training(log, symbol, trained)

@@ -109,7 +109,7 @@ def test_two_dask_workers_forecast_every_symbol(fan_out_env: Settings) -> None:
     outcomes = daily_forecast(symbols=SYMBOLS, preset="tiny", horizon=2, runner="dask", workers=2)
     assert sorted(o.symbol for o in outcomes) == SYMBOLS
     assert all(o.version == 1 and len(o.forecasts) == 2 for o in outcomes)
-    stages = {"fetch", "upsert", "train", "register", "task"}
+    stages = {"fetch", "upsert", "slot", "train", "register", "task"}
     assert all(stages <= o.timings.keys() for o in outcomes)
     stored = _stored(fan_out_env.sqlalchemy_url())
     assert stored == {"versions": set(SYMBOLS), "forecasts": set(SYMBOLS)}
