@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import shutil
 import statistics
@@ -197,7 +196,7 @@ def _one_training(path: str, epochs: int) -> tuple[float, float]:
     from tasks.train import train_model
 
     _, frame = load_daily(Path(path))
-    config = dataclasses.replace(preset("default"), patience=None, epochs=epochs)
+    config = preset("default").replace(patience=None, epochs=epochs)
     began = time.perf_counter()
     train_model(frame, config)
     return began, time.perf_counter()
@@ -235,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         "--rounds", type=int, default=1, help="repeat the 4-symbol cases, interleaved, N times"
     )
     args = parser.parse_args(argv)
-    runners = args.runners.split(",")
+    runners, databases = args.runners.split(","), args.databases.split(",")
     if runners[0] != "sequential" or not set(runners) <= set(RUNNERS):
         parser.error(f"--runners: sequential first, then any of {RUNNERS[1:]}")
     from prefect.testing.utilities import prefect_test_harness
@@ -255,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{both:.2f} s: two cores give this workload {ceiling:.2f}x")  # fmt: skip
             cases = [] if args.no_single or round_ > 1 else [(SYMBOLS[:1], "sequential")]
             cases += [(SYMBOLS, runner) for runner in runners]
-            for db in args.databases.split(","):
+            for db in databases:
                 for symbols, runner in cases:
                     with contextlib.ExitStack() as stack:
                         url = stack.enter_context(database(db, Path(tmp), args.postgres))
@@ -276,13 +275,13 @@ def main(argv: list[str] | None = None) -> None:
     print("\nseconds; stages summed over symbols, measured inside the task code; "
           "prefect+ = wall - in-task/workers (Prefect, process start-up, imbalance)")  # fmt: skip
     print_table(rows)
-    fields = result_fields(rows, args.databases.split(","), runners)
+    fields = result_fields(rows, databases, runners)
     fields["parallel_ceiling"] = statistics.median(ceilings)
     print(f"\nrounds: {args.rounds}; speed-ups are each round's sequential wall over its "
           "parallel wall, the median over rounds (min-max); ceiling: two trainings side by side "
           f"vs one, per round: {', '.join(f'{c:.2f}x' for c in ceilings)}")  # fmt: skip
     print(
-        f"RESULT db={args.databases.split(',')[0]} rounds={args.rounds} "
+        f"RESULT db={databases[0]} rounds={args.rounds} "
         + " ".join(f"{k}={v:.2f}" for k, v in fields.items())
     )
 
