@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 
 from candlecast.errors import CandlecastError
+from tasks.parallel import Runner
 
 app = typer.Typer(
     help="Daily CDD candles into SQL and an honest LSTM forecast.", no_args_is_help=True
@@ -102,6 +103,17 @@ def run_daily(
     ] = "auto",
     preset: Annotated[str, typer.Option(help="Model preset: default, seed, tiny.")] = "default",
     horizon: Annotated[int, typer.Option(min=1, max=60, help="Days ahead to forecast.")] = 7,
+    runner: Annotated[
+        Runner,
+        typer.Option(
+            help="Where the symbols run: auto, sequential, processes, dask or deployments "
+            "(README 'Scaling out')."
+        ),
+    ] = "auto",
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes for processes/dask (default: one per core)."),
+    ] = None,
 ) -> None:
     """Run the daily pipeline once (a Prefect flow run) and print the forecasts."""
     from flows.daily import daily_forecast
@@ -114,11 +126,13 @@ def run_daily(
             mode=mode,
             preset=preset,
             horizon=horizon,
+            runner=runner,
+            workers=workers,
             return_state=True,
         )
     )
-    outcomes = state.result(raise_on_failure=False) if state.is_completed() else []
-    if outcomes:
+    outcomes = state.result(raise_on_failure=False)  # a failed run keeps the others' outcomes
+    if isinstance(outcomes, list) and outcomes:
         typer.echo(summary_markdown(outcomes, {}).split("\n## ")[0].rstrip())
         rows = forecast_table(outcomes)
         columns = [

@@ -35,7 +35,8 @@ def daily_forecast(
     (``workers`` processes, default one per core), ``dask`` (``CANDLECAST_DASK_ADDRESS`` or a
     local cluster), ``deployments`` (a flow run of :func:`forecast_one` per symbol on the work
     pool's workers), or ``auto`` (Dask if an address is set, else processes for several
-    symbols on more than 2 cores, else sequential: on 2 cores the pool costs more than it saves)."""
+    symbols on more than 2 cores, else sequential: on 2 cores the pool costs more than it saves).
+    A failed run's state still holds the outcomes of the symbols that completed."""
     require_head()
     outcomes: list[SymbolOutcome] = []
     failures: dict[str, str] = {}
@@ -48,8 +49,9 @@ def daily_forecast(
         if cause is not None:
             failures[symbol] = cause
     publish_run_report(outcomes, failures)
-    if failures:
-        return Failed(message="; ".join(f"{s}: {c}" for s, c in failures.items()))
+    if failures:  # the symbols that did complete stay readable: state.result() gives them
+        named = (c if c.startswith(f"{s}: ") else f"{s}: {c}" for s, c in failures.items())
+        return Failed(message="; ".join(named), data=outcomes)
     return outcomes
 
 

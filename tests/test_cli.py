@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from candlecast.cli import app
 from candlecast.settings import Settings, get_settings
+from db.schema import Forecast
+from db.session import session_factory
 
 runner = CliRunner()
 
@@ -43,6 +46,30 @@ def test_failing_symbol_gives_one_line_error_and_others_still_run(env: Settings)
     assert "error: NOPEUSDT: no such file in the mirror" in result.stderr
     assert "Traceback" not in result.output
     assert "Binance BNBUSDT d: 1272 rows parsed, 1271 inserted" in result.stdout
+
+
+@pytest.mark.slow
+def test_run_prints_the_forecasts_it_made_and_names_the_symbol_that_failed(
+    prefect_env: Settings,
+) -> None:
+    args = ["run", "-s", "WAVEUSDT", "-s", "NOPEUSDT", "--preset", "tiny", "--horizon", "2"]
+    result = runner.invoke(app, [*args, "--runner", "sequential"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: NOPEUSDT: HTTP 404 from http://")
+    table = result.stdout.split("predicted_close", 1)[1].splitlines()
+    rows = [line for line in table if "WAVEUSDT" in line]
+    assert len(rows) == 2 and not any("NOPEUSDT" in line for line in table)
+    with session_factory(prefect_env.sqlalchemy_url())() as session:
+        stored = session.scalars(select(Forecast.predicted_close)).all()
+    assert len(stored) == 2 and all(f"{p:.2f}"[:4] in result.stdout for p in stored)
+
+
+def test_run_refuses_an_unknown_runner_before_anything_runs(env: Settings) -> None:
+    result = runner.invoke(app, ["run", "--runner", "threads"])
+    assert result.exit_code == 2 and "threads" in result.stderr
+    with session_factory(env.sqlalchemy_url())() as session:
+        assert session.scalar(select(func.count()).select_from(Forecast)) == 0
 
 
 @pytest.mark.parametrize("bad", ["BTC'; DROP TABLE candles;--", "../../etc/passwd", "БТК"])
