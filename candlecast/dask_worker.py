@@ -5,8 +5,9 @@
 
 At worker start, before any task: sizes TensorFlow's and BLAS's thread pools to the worker's
 ``--nthreads`` (one process per core and one thread each is the layout that trains fastest
-here: bench/daily_run.py), and imports TensorFlow and the daily pipeline, so the first symbol
-a daily run sends to the worker does not wait seconds for imports.
+here: bench/daily_run.py), imports TensorFlow and the daily pipeline, and trains a throwaway
+``default`` model (``tasks.train.warm_up``), so the first symbol a daily run sends to the
+worker waits neither for imports nor for TensorFlow's first-call set-up.
 """
 
 from __future__ import annotations
@@ -19,5 +20,11 @@ def dask_setup(worker: Any) -> None:
     from tasks.parallel import limit_threads
 
     limit_threads(max(1, worker.state.nthreads))
+    import logging
+
     import tasks.daily  # noqa: F401 - the import is the point
-    from models import lstm  # noqa: F401 - imports TensorFlow and Keras
+    from models.presets import preset
+    from tasks.train import warm_up
+
+    seconds = warm_up(preset("default"))
+    logging.getLogger("candlecast").info("worker warmed up in %.1f s", seconds)

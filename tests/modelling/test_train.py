@@ -105,3 +105,14 @@ def test_plots_are_png_files(wavy_frame, tmp_path):
     assert [p.name for p in paths] == ["history.png", "fit_train.png", "fit_test.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_warm_up_trains_on_every_feature_a_preset_may_use():
+    from models.presets import PRICE_COLUMNS, VOLUME_COLUMNS
+    from tasks.train import warm_up
+
+    every_feature = TINY.replace(features=(*PRICE_COLUMNS, *VOLUME_COLUMNS))
+    assert warm_up(every_feature) > 0  # would raise on a column the synthetic series lacks
+    assert warm_up(TINY, days=TINY.window + 40) > 0
+    with pytest.raises(ValueError, match="no training windows"):
+        warm_up(TINY, days=TINY.window)
