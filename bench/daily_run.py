@@ -3,6 +3,7 @@ parallel, the first run (full training) and the next day's (one new candle).
 
     .venv/bin/python -m bench.daily_run [--databases sqlite,postgresql] [--preset default]
         [--runners sequential,processes,dask-cluster] [--rounds N] [--no-single]
+        [--prefect-db sqlite|postgresql]
 
 Parallel runs two ways, two workers each: ``processes`` (a process pool the flow run starts
 and stops itself, so every run pays for spawning the workers and importing TensorFlow in
@@ -14,18 +15,22 @@ BTC, ETH, ADA and BNB daily files from shared/data/cryptodatadownload are served
 folder; on the first day each file lacks its newest final candle, which the next day's copy
 adds (so day 2 ingests one candle per symbol and fine-tunes). Each case gets a fresh database
 (a SQLite file; a scratch PostgreSQL database created and dropped) and runs the real
-``flows.daily.daily_forecast`` flow under a temporary Prefect server. Stage seconds are
-measured inside the task code (``SymbolOutcome.timings``) and summed over symbols; Prefect's
-overhead is the flow's wall time less the in-task time (sequential: the sum; parallel: the sum
-divided by the workers, so it also holds process start-up and imbalance); ``slot`` is the wait
-for a training slot of the host's Prefect concurrency limit.
+``flows.daily.daily_forecast`` flow under a temporary Prefect server, whose own metadata is in
+SQLite (Prefect's test harness, the default) or, with ``--prefect-db postgresql``, in a
+scratch PostgreSQL database, as README "Several machines" recommends for several workers.
+Stage seconds are measured inside the task code (``SymbolOutcome.timings``) and summed over
+symbols; Prefect's overhead is the flow's wall time less the in-task time (sequential: the
+sum; parallel: the sum divided by the workers, so it also holds process start-up and
+imbalance); ``slot`` is the wait for a training slot of the host's Prefect concurrency limit.
 
 This machine is shared, and the same run takes 1.5-2x longer at one hour than at another, so
 ``--rounds N`` repeats the 4-symbol cases interleaved (sequential, then each parallel runner)
 and the speed-ups are each round's own ratio, median over rounds. Each round first measures
-the ceiling: one ``default`` training alone against two of them side by side in two
-single-threaded processes, without Prefect or a database: what two cores give this workload
-at that moment, against which the pipeline's speed-up is read.
+two ceilings, against which the pipeline's speed-up is read: one ``default`` training alone
+against two of them side by side in two single-threaded processes (no Prefect, no database),
+and the whole per-symbol pipeline for the 4 symbols called as plain functions, one after
+another in this process against spread over those two processes (no Prefect, no Dask): what
+two cores give the training, and the pipeline, at that moment.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
+from multiprocessing import get_context
 from pathlib import Path
 
 from bench.data import DAILY_FILES, load_daily
@@ -130,6 +137,38 @@ def standing_cluster(environment: dict[str, str], workers: int = 2) -> Iterator[
         yield cluster.scheduler_address
 
 
+@contextmanager
+def prefect_server(kind: str, admin_url: str) -> Iterator[None]:
+    """A temporary Prefect server for the timed runs, with its metadata in a SQLite file
+    (``prefect_test_harness``) or in a scratch PostgreSQL database on ``admin_url``'s server;
+    this process's flows use it while the context is open."""
+    if kind == "sqlite":
+        from prefect.testing.utilities import prefect_test_harness
+
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+    from sqlalchemy import make_url
+
+    with scratch_postgres(admin_url) as url:
+        asyncpg = make_url(url).set(drivername="postgresql+asyncpg")
+        metadata = {PREFECT_SERVER_DATABASE_CONNECTION_URL: asyncpg.render_as_string(False)}
+        with temporary_settings(updates=metadata):
+            server = SubprocessASGIServer()
+            server.start(timeout=120)
+            try:
+                with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                    yield
+            finally:
+                server.stop()
+
+
 def run_day(
     url: str, mirror: Path, data_dir: Path, symbols: list[str], runner: str, preset: str,
     dask_address: str | None = None,
@@ -202,25 +241,61 @@ def _one_training(path: str, epochs: int) -> tuple[float, float]:
     return began, time.perf_counter()
 
 
-def parallel_ceiling(epochs: int = 15) -> tuple[float, float, float]:
-    """What two cores give this workload just now: the same ``default`` training of BTC alone
-    in one single-threaded worker process, then twice at once in two. Returns (alone s, both s,
-    speed-up = 2 * alone / both); no Prefect, no database, so the pipeline's speed-up can be
-    read against it."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
+def _warm_worker() -> None:
+    """A worker process of the engine-free measurements, set up as a standing Dask cluster's
+    (``candlecast.dask_worker``): one TensorFlow thread, TensorFlow's first-call costs paid."""
+    from models.presets import preset
     from tasks.parallel import limit_threads
+    from tasks.train import warm_up
 
+    limit_threads(1)
+    warm_up(preset("default"))
+
+
+def parallel_ceiling(pool: Executor, epochs: int = 15) -> tuple[float, float, float]:
+    """What two cores give the training just now: the same ``default`` training of BTC alone
+    in one of ``pool``'s two single-threaded worker processes, then twice at once in both.
+    Returns (alone s, both s, speed-up = 2 * alone / both); no Prefect, no database."""
     btc = str(DAILY_FILES[0])
-    with ProcessPoolExecutor(2, get_context("spawn"), limit_threads, (1,)) as pool:
-        for warm in [pool.submit(_one_training, btc, 1) for _ in range(2)]:
-            warm.result()  # imports and TensorFlow's start-up, in both workers
-        began, ended = pool.submit(_one_training, btc, epochs).result()
-        alone = ended - began
-        spans = [f.result() for f in [pool.submit(_one_training, btc, epochs) for _ in range(2)]]
+    for warm in [pool.submit(_one_training, btc, 1) for _ in range(2)]:
+        warm.result()  # this file's first training, in both workers
+    began, ended = pool.submit(_one_training, btc, epochs).result()
+    alone = ended - began
+    spans = [f.result() for f in [pool.submit(_one_training, btc, epochs) for _ in range(2)]]
     both = max(end for _, end in spans) - min(start for start, _ in spans)
     return alone, both, 2 * alone / both
+
+
+def _symbol_step(symbol: str, url: str, mirror: str, data_dir: str) -> None:
+    """One symbol's daily step as a plain function call: no Prefect run, no slot."""
+    from candlecast.settings import Settings
+    from tasks.daily import forecast_symbol
+
+    forecast_symbol.fn(
+        symbol, settings=Settings(database_url=url, cdd_base_url=mirror, data_dir=data_dir)
+    )
+
+
+def engine_free(pool: Executor, tmp: Path, day1: Path, day2: Path) -> dict[str, float]:
+    """The whole per-symbol pipeline for the 4 symbols, first and next day, without Prefect
+    or Dask: ``forecast_symbol.fn`` one symbol after another in this process (TensorFlow on
+    every core, as in a sequential flow run), then spread over ``pool``'s two single-threaded
+    processes; each on a fresh SQLite database. What two cores give the pipeline itself, to
+    read the engines' cost against. Returns walls keyed ``{runner}_{day}``."""
+    walls: dict[str, float] = {}
+    for runner in ("sequential", "parallel"):
+        with database("sqlite", tmp, "") as url:
+            for day, files in (("first", day1), ("next", day2)):
+                steps = [(s, url, str(files), str(tmp)) for s in SYMBOLS]
+                began = time.perf_counter()
+                if runner == "sequential":
+                    for step in steps:
+                        _symbol_step(*step)
+                else:
+                    for future in [pool.submit(_symbol_step, *step) for step in steps]:
+                        future.result()
+                walls[f"{runner}_{day}"] = time.perf_counter() - began
+    return walls
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,41 +306,53 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-single", action="store_true", help="skip the 1-symbol cases")
     parser.add_argument("--runners", default=",".join(RUNNERS), help="4-symbol runners to time")
     parser.add_argument(
+        "--prefect-db",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="where the temporary Prefect server keeps its own metadata",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="repeat the 4-symbol cases, interleaved, N times"
     )
     args = parser.parse_args(argv)
     runners, databases = args.runners.split(","), args.databases.split(",")
     if runners[0] != "sequential" or not set(runners) <= set(RUNNERS):
         parser.error(f"--runners: sequential first, then any of {RUNNERS[1:]}")
-    from prefect.testing.utilities import prefect_test_harness
-
     from models import lstm  # noqa: F401 - TensorFlow imported before any timed run, as the
     # standing cluster's workers have it: the comparison is of the runs, not of imports
 
     rows: list[dict] = []
     ceilings: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
-        day1, day2 = write_mirrors(Path(tmp))
-        live = Path(tmp) / "live"  # the "CDD" every run reads: each day's files copied in
+    free: list[dict[str, float]] = []
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        stack.enter_context(prefect_server(args.prefect_db, args.postgres))
+        pool = stack.enter_context(ProcessPoolExecutor(2, get_context("spawn"), _warm_worker))
+        day1, day2 = write_mirrors(tmp)
+        live = tmp / "live"  # the "CDD" every run reads: each day's files copied in
         for round_ in range(1, args.rounds + 1):
-            alone, both, ceiling = parallel_ceiling()
+            alone, both, ceiling = parallel_ceiling(pool)
             ceilings.append(ceiling)
             print(f"round {round_}: one default training alone {alone:.2f} s, two side by side "
                   f"{both:.2f} s: two cores give this workload {ceiling:.2f}x")  # fmt: skip
+            free.append(engine_free(pool, tmp, day1, day2))
+            print(f"round {round_}: without Prefect or Dask, 4 symbols " + ", ".join(
+                f"{day} day {free[-1][f'sequential_{day}']:.2f} s -> "
+                f"{free[-1][f'parallel_{day}']:.2f} s" for day in ("first", "next")))  # fmt: skip
             cases = [] if args.no_single or round_ > 1 else [(SYMBOLS[:1], "sequential")]
             cases += [(SYMBOLS, runner) for runner in runners]
             for db in databases:
                 for symbols, runner in cases:
-                    with contextlib.ExitStack() as stack:
-                        url = stack.enter_context(database(db, Path(tmp), args.postgres))
+                    with contextlib.ExitStack() as case:
+                        url = case.enter_context(database(db, tmp, args.postgres))
                         address = None
                         if runner == "dask-cluster":
-                            env = settings_environment(url, live, Path(tmp))
-                            address = stack.enter_context(standing_cluster(env))
+                            env = settings_environment(url, live, tmp)
+                            address = case.enter_context(standing_cluster(env))
                         for day, files in (("first", day1), ("next", day2)):
                             shutil.copytree(files, live, dirs_exist_ok=True)
                             wall, outcomes, workers = run_day(
-                                url, live, Path(tmp), symbols, runner, args.preset, address
+                                url, live, tmp, symbols, runner, args.preset, address
                             )
                             rows.append(
                                 summarize(db, len(symbols), runner, day, wall, outcomes, workers)
@@ -277,11 +364,16 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows)
     fields = result_fields(rows, databases, runners)
     fields["parallel_ceiling"] = statistics.median(ceilings)
+    for day in ("first", "next"):
+        ratios = [f[f"sequential_{day}"] / f[f"parallel_{day}"] for f in free]
+        fields[f"engine_free_{day}_speedup_4sym"] = statistics.median(ratios)
+        print(f"without Prefect or Dask, {day} day: {statistics.median(ratios):.2f}x "
+              f"({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
     print(f"\nrounds: {args.rounds}; speed-ups are each round's sequential wall over its "
           "parallel wall, the median over rounds (min-max); ceiling: two trainings side by side "
           f"vs one, per round: {', '.join(f'{c:.2f}x' for c in ceilings)}")  # fmt: skip
     print(
-        f"RESULT db={databases[0]} rounds={args.rounds} "
+        f"RESULT db={databases[0]} prefect_db={args.prefect_db} rounds={args.rounds} "
         + " ".join(f"{k}={v:.2f}" for k, v in fields.items())
     )
 
