@@ -7,7 +7,8 @@ At worker start, before any task: sizes TensorFlow's and BLAS's thread pools to 
 ``--nthreads`` (one process per core and one thread each is the layout that trains fastest
 here: bench/daily_run.py), imports TensorFlow and the daily pipeline, and trains a throwaway
 ``default`` model (``tasks.train.warm_up``), so the first symbol a daily run sends to the
-worker waits neither for imports nor for TensorFlow's first-call set-up.
+worker waits neither for imports nor for TensorFlow's first-call set-up. It also stops the
+worker's statistical profiler (``tasks.parallel.DASK_WORKER_CONFIG`` says why).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 
 def dask_setup(worker: Any) -> None:
     """Dask's preload hook, called in the worker process before it accepts tasks."""
-    from tasks.parallel import limit_threads
+    from tasks.parallel import PROFILER_CALLBACKS, limit_threads
 
+    for name in PROFILER_CALLBACKS:  # registered by Worker.__init__, started after preloads
+        worker.periodic_callbacks.pop(name, None)
     limit_threads(max(1, worker.state.nthreads))
     import logging
 

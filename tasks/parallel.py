@@ -36,6 +36,12 @@ SEQUENTIAL_UP_TO_CORES = 2  # runner "auto" stays sequential on machines this sm
 SYMBOL_DEPLOYMENT = "forecast-symbol/symbol"  # flow/deployment, as prefect.yaml registers it
 DEPLOYMENT_POLL_S = 2.0  # how often the parent reads its symbol flow runs' states
 DEPLOYMENT_WAIT_S = 6 * 3600.0  # a symbol flow run not final by then is reported failed
+# Dask workers sample every running thread's stack every 10 ms for the dashboard's Profile
+# page. Under a Prefect task run (deep stacks, much Python between TensorFlow calls) that cost
+# the per-symbol work about 15% here (bench/daily_run.py, README "Scaling out"), so the
+# workers candlecast starts run without it; the preload stops it in a standing cluster.
+DASK_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+PROFILER_CALLBACKS = ("profile", "profile-cycle")  # the worker's periodic callbacks for it
 THREAD_VARIABLES = (
     "TF_NUM_INTRAOP_THREADS",
     "TF_NUM_INTEROP_THREADS",
@@ -212,7 +218,12 @@ def fan_out(
     )
     if kind == "sequential":
         return {s: task(s, **parameters, return_state=True) for s in symbols}
-    with task_runner(kind, count, address) as pool:
+    with contextlib.ExitStack() as stack:
+        if kind == "dask":  # read by the local cluster's workers when they start
+            import dask
+
+            stack.enter_context(dask.config.set(DASK_WORKER_CONFIG))
+        pool = stack.enter_context(task_runner(kind, count, address))
         futures = {s: pool.submit(task, {"symbol": s, **parameters}) for s in symbols}
         for future in futures.values():
             future.wait()

@@ -12,6 +12,7 @@ from itertools import product
 from pathlib import Path
 
 import pytest
+from prefect import task
 from sqlalchemy import func, select
 
 from candlecast.settings import Settings, get_settings
@@ -21,9 +22,11 @@ from db.session import session_factory
 from flows.daily import daily_forecast
 from tasks.ingest import ingest_symbol
 from tasks.parallel import (
+    PROFILER_CALLBACKS,
     SEQUENTIAL_UP_TO_CORES,
     _ensure_training_limit,
     cores,
+    fan_out,
     resolve_runner,
     training_limit_name,
 )
@@ -137,6 +140,8 @@ def test_a_standing_dask_cluster_named_in_the_settings_gets_every_symbol(
             lambda: (os.environ["TF_NUM_INTRAOP_THREADS"], "tensorflow" in sys.modules)
         )
         assert list(warm.values()) == [("1", True), ("1", True)]  # sized and imported
+        callbacks = client.run(lambda dask_worker: set(dask_worker.periodic_callbacks))
+        assert all(_without_profiler(c) for c in callbacks.values())
         monkeypatch.setenv("CANDLECAST_DASK_ADDRESS", cluster.scheduler_address)
         get_settings.cache_clear()
         assert resolve_runner("auto", len(SYMBOLS), None, get_settings().dask_address)[0] == "dask"
@@ -145,6 +150,28 @@ def test_a_standing_dask_cluster_named_in_the_settings_gets_every_symbol(
     assert all(o.version == 1 and len(o.forecasts) == 2 for o in outcomes)
     stored = _stored(fan_out_env.sqlalchemy_url())
     assert stored == {"versions": set(SYMBOLS), "forecasts": set(SYMBOLS)}
+
+
+def _without_profiler(callbacks: set[str]) -> bool:
+    """A Dask worker's periodic callbacks: running (it heartbeats), but not profiling."""
+    return "heartbeat" in callbacks and not callbacks & set(PROFILER_CALLBACKS)
+
+
+@task
+def _worker_callbacks(symbol: str) -> set[str]:
+    from distributed import get_worker
+
+    return set(get_worker().periodic_callbacks)
+
+
+@pytest.mark.slow
+def test_the_local_dask_cluster_runs_its_workers_without_the_profiler(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CANDLECAST_DASK_ADDRESS", raising=False)
+    get_settings.cache_clear()
+    states = fan_out(_worker_callbacks, ["A", "B"], {}, runner="dask", workers=2)
+    assert all(_without_profiler(state.result()) for state in states.values())
 
 
 def test_training_limit_is_created_once_when_processes_first_train_together(
