@@ -38,7 +38,7 @@ DEPLOYMENT_POLL_S = 2.0  # how often the parent reads its symbol flow runs' stat
 DEPLOYMENT_WAIT_S = 6 * 3600.0  # a symbol flow run not final by then is reported failed
 # Dask workers sample every running thread's stack every 10 ms for the dashboard's Profile
 # page. Under a Prefect task run (deep stacks, much Python between TensorFlow calls) that cost
-# the per-symbol work about 15% here (bench/daily_run.py, README "Scaling out"), so the
+# the next day's per-symbol work 12-16% here (README "Scaling out", Benchmarks), so the
 # workers candlecast starts run without it; the preload stops it in a standing cluster.
 DASK_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 PROFILER_CALLBACKS = ("profile", "profile-cycle")  # the worker's periodic callbacks for it
