@@ -221,6 +221,8 @@ def fan_out(
     with contextlib.ExitStack() as stack:
         if kind == "dask":  # read by the local cluster's workers when they start
             import dask
+            import distributed  # noqa: F401 - its config defaults first: leaving the set
+            # below deletes every key that it created, a whole "distributed" section included
 
             stack.enter_context(dask.config.set(DASK_WORKER_CONFIG))
         pool = stack.enter_context(task_runner(kind, count, address))
