@@ -50,6 +50,7 @@ from pathlib import Path
 
 from bench.data import DAILY_FILES, load_daily
 from bench.ingest import DEFAULT_POSTGRES, scratch_postgres
+from candlecast.dask_worker import prepare_worker
 
 STAGES = [
     "fetch",
@@ -241,17 +242,6 @@ def _one_training(path: str, epochs: int) -> tuple[float, float]:
     return began, time.perf_counter()
 
 
-def _warm_worker() -> None:
-    """A worker process of the engine-free measurements, set up as a standing Dask cluster's
-    (``candlecast.dask_worker``): one TensorFlow thread, TensorFlow's first-call costs paid."""
-    from models.presets import preset
-    from tasks.parallel import limit_threads
-    from tasks.train import warm_up
-
-    limit_threads(1)
-    warm_up(preset("default"))
-
-
 def parallel_ceiling(pool: Executor, epochs: int = 15) -> tuple[float, float, float]:
     """What two cores give the training just now: the same ``default`` training of BTC alone
     in one of ``pool``'s two single-threaded worker processes, then twice at once in both.
@@ -327,7 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         stack.enter_context(prefect_server(args.prefect_db, args.postgres))
-        pool = stack.enter_context(ProcessPoolExecutor(2, get_context("spawn"), _warm_worker))
+        pool = stack.enter_context(  # workers set up as a standing Dask cluster's
+            ProcessPoolExecutor(2, get_context("spawn"), prepare_worker, (1,))
+        )
         day1, day2 = write_mirrors(tmp)
         live = tmp / "live"  # the "CDD" every run reads: each day's files copied in
         for round_ in range(1, args.rounds + 1):

@@ -13,18 +13,26 @@ worker's statistical profiler (``tasks.parallel.DASK_WORKER_CONFIG`` says why).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 
 def dask_setup(worker: Any) -> None:
     """Dask's preload hook, called in the worker process before it accepts tasks."""
-    from tasks.parallel import PROFILER_CALLBACKS, limit_threads
+    from tasks.parallel import PROFILER_CALLBACKS
 
     for name in PROFILER_CALLBACKS:  # registered by Worker.__init__, started after preloads
         worker.periodic_callbacks.pop(name, None)
-    limit_threads(max(1, worker.state.nthreads))
-    import logging
+    prepare_worker(max(1, worker.state.nthreads))
 
+
+def prepare_worker(threads: int) -> None:
+    """Make this process a long-lived worker: TensorFlow's and BLAS's pools sized to
+    ``threads``, the daily pipeline imported, TensorFlow's first-call costs paid
+    (``tasks.train.warm_up``). Also the initializer of bench/daily_run.py's process pool."""
+    from tasks.parallel import limit_threads
+
+    limit_threads(threads)
     import tasks.daily  # noqa: F401 - the import is the point
     from models.presets import preset
     from tasks.train import warm_up
