@@ -7,6 +7,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,33 +36,55 @@ def _postgres_admin_url() -> str:
     return os.environ.get("CANDLECAST_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
 
 
+def postgres_unreachable() -> str | None:
+    """Why no PostgreSQL server answers at the admin URL, or None when one does."""
+    admin_url = _postgres_admin_url()
+    admin = create_engine(admin_url)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server"
+        return f"PostgreSQL not reachable at {make_url(admin_url).render_as_string()}: {exc}"
+    finally:
+        admin.dispose()
+    return None
+
+
+def require_postgres() -> None:
+    """Skip with a message where no PostgreSQL server answers, unless CI=true: then fail."""
+    if (message := postgres_unreachable()) is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: PostgreSQL tests must run)")
+        pytest.skip(reason=message)
+
+
+@contextmanager
+def scratch_postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database named ``<prefix>_<random>``; dropped on leaving."""
+    require_postgres()
+    admin_url = _postgres_admin_url()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, migrated to head; dropped after.
 
     Skips with a message where no server answers, unless CI=true: then the test fails.
     """
-    admin_url = _postgres_admin_url()
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("select 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "no server"
-        admin.dispose()
-        message = f"PostgreSQL not reachable at {make_url(admin_url).render_as_string()}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI=true: PostgreSQL tests must run)")
-        pytest.skip(reason=message)
-    name = f"candlecast_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    get_engine(url).dispose()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres_database("candlecast_test") as url:
+        upgrade(url)
+        yield url
+        get_engine(url).dispose()
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,19 @@
 """A real Prefect server and ``candlecast serve``, each a subprocess, as a user runs them.
 
-The server (``prefect server start`` on a free loopback port, its own PREFECT_HOME and SQLite
-database) starts once per session; ``candlecast serve`` starts per test, on that test's
-migrated database and the loopback CDD mirror, with small default parameters so a run of
-``daily`` trains the tiny preset on the learnable WAVEUSDT file. A failed test carries both
-subprocess logs, and a screenshot where a browser page was open.
+The server (``prefect server start`` on a free loopback port, its own PREFECT_HOME and a
+scratch PostgreSQL database for its metadata) starts once per session; ``candlecast serve``
+starts per test, on that test's migrated database and the loopback CDD mirror, with small
+default parameters so a run of ``daily`` trains the tiny preset on the learnable WAVEUSDT
+file. A failed test carries both subprocess logs, and a screenshot where a browser page was
+open.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,9 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlalchemy.engine import make_url
 
+from tests.conftest import postgres_unreachable, scratch_postgres_database
 from tests.e2e.harness import (
     BIN,
     SERVE_STARTUP_S,
@@ -38,26 +43,46 @@ from tests.e2e.harness import (
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """``prefect server start`` on a free 127.0.0.1 port, with the UI calling that API."""
+    """``prefect server start`` on a free 127.0.0.1 port, with the UI calling that API, and
+    its own metadata in a scratch PostgreSQL database, as README "Running in the Prefect UI"
+    sets it up (a SQLite file where no PostgreSQL answers and CI is not true)."""
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = clean_env(
-        PREFECT_HOME=str(home / "home"),
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        PREFECT_API_URL=f"{url}/api",
-        PREFECT_UI_API_URL=f"{url}/api",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
-        DO_NOT_TRACK="1",
-    )
-    args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    process = start("prefect server", args, env, home / "server.log")
-    try:
-        poll(lambda: _healthy(f"{url}/api"), SERVER_STARTUP_S, "healthy server", process, 0.5)
-        yield PrefectServer(url, f"{url}/api", process)
-    finally:
-        process.stop()
+    with prefect_metadata_database(home) as database_url:
+        env = clean_env(
+            PREFECT_HOME=str(home / "home"),
+            PREFECT_SERVER_DATABASE_CONNECTION_URL=database_url,
+            PREFECT_API_URL=f"{url}/api",
+            PREFECT_UI_API_URL=f"{url}/api",
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+            PREFECT_SERVER_LOG_RETRYABLE_ERRORS="true",  # a 503 answered shows in the server log
+            DO_NOT_TRACK="1",
+        )
+        args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        process = start("prefect server", args, env, home / "server.log")
+        try:
+            poll(lambda: _healthy(f"{url}/api"), SERVER_STARTUP_S, "healthy server", process, 0.5)
+            yield PrefectServer(url, f"{url}/api", process)
+        finally:
+            process.stop()
+
+
+@contextmanager
+def prefect_metadata_database(home: Path) -> Iterator[str]:
+    """The Prefect server's own database: a scratch PostgreSQL database (asyncpg).
+
+    On Prefect's default SQLite, a write that meets another one mid-transaction gets "database
+    is locked" and the server answers 503; the UI does not retry, so a Quick run click made
+    no flow run (CI, 2026-11-26; reproduced here with both cores busy). Where no PostgreSQL
+    answers outside CI, a SQLite file keeps the end-to-end tests running, with that risk.
+    """
+    if postgres_unreachable() is not None and os.environ.get("CI") != "true":
+        yield f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+        return
+    with scratch_postgres_database("candlecast_e2e_prefect") as url:
+        yield make_url(url).set(drivername="postgresql+asyncpg").render_as_string(False)
 
 
 def _healthy(api_url: str) -> bool | None:
