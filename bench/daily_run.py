@@ -22,6 +22,10 @@ Stage seconds are measured inside the task code (``SymbolOutcome.timings``) and 
 symbols; Prefect's overhead is the flow's wall time less the in-task time (sequential: the
 sum; parallel: the sum divided by the workers, so it also holds process start-up and
 imbalance); ``slot`` is the wait for a training slot of the host's Prefect concurrency limit.
+The ``cpu`` columns are the CPU seconds each role used during the run (``cpu_seconds``: the
+flow's process, the worker processes, the Prefect server, PostgreSQL) and ``cores`` their sum
+over the wall: how busy the run kept the machine, and what the engines cost in CPU rather
+than in waiting.
 
 This machine is shared, and the same run takes 1.5-2x longer at one hour than at another, so
 ``--rounds N`` repeats the 4-symbol cases interleaved (sequential, then each parallel runner)
@@ -117,6 +121,37 @@ def settings_environment(url: str, mirror: Path, data_dir: Path) -> dict[str, st
     }
 
 
+CPU_ROLES = ("flow", "workers", "server", "postgres")
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) used so far, by role: ``flow`` this process (the flow
+    engine, a sequential run's work, the standing cluster's scheduler and client),
+    ``workers`` its multiprocessing descendants (Dask nannies and workers, the idle ceiling
+    pool), ``server`` the temporary Prefect server (uvicorn), ``postgres`` every PostgreSQL
+    process on the machine (the Prefect server's metadata with ``--prefect-db postgresql``,
+    the candlecast database in the ``postgresql`` rows)."""
+    import psutil
+
+    me = psutil.Process()
+    roles = [("flow", me)]
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(child.cmdline())
+            roles.append(("server" if "uvicorn" in command else "workers", child))
+    roles += [
+        ("postgres", p)
+        for p in psutil.process_iter(["name"])
+        if (p.info["name"] or "").startswith("postgres")
+    ]
+    used = dict.fromkeys(CPU_ROLES, 0.0)
+    for role, process in roles:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            used[role] += times.user + times.system
+    return used
+
+
 @contextmanager
 def standing_cluster(environment: dict[str, str], workers: int = 2) -> Iterator[str]:
     """A local Dask cluster of ``workers`` single-threaded processes, preloaded like
@@ -197,7 +232,10 @@ def run_day(
     return wall, outcomes, workers
 
 
-def summarize(db: str, symbols: int, runner: str, day: str, wall: float, outcomes, workers):
+def summarize(
+    db: str, symbols: int, runner: str, day: str, wall: float, outcomes, workers,
+    cpu: dict[str, float],
+):  # fmt: skip
     stages = {s: sum(o.timings.get(s, 0.0) for o in outcomes) for s in STAGES}
     in_task = sum(o.timings.get("task", 0.0) for o in outcomes)
     actions = sorted({o.action for o in outcomes})
@@ -212,12 +250,15 @@ def summarize(db: str, symbols: int, runner: str, day: str, wall: float, outcome
         "overhead": wall - in_task / workers,
         "actions": "+".join(actions),
         **stages,
+        **{f"cpu_{role}": seconds for role, seconds in cpu.items()},
+        "cores": sum(cpu.values()) / wall,
     }
 
 
 def print_table(rows: list[dict]) -> None:
     head = f"{'db':<10} {'rnd':>3} {'sym':>3} {'runner':<12} {'day':<6} {'action':<10} {'wall':>6} "
     head += " ".join(f"{s[:8]:>8}" for s in STAGES) + f" {'in-task':>8} {'prefect+':>8}"
+    head += "".join(f" {'cpu ' + role[:4]:>8}" for role in CPU_ROLES) + f" {'cores':>5}"
     print(head)
     for r in rows:
         line = (
@@ -225,7 +266,8 @@ def print_table(rows: list[dict]) -> None:
             f"{r['day']:<6} {r['actions']:<10} {r['wall']:6.1f} "
         )
         line += " ".join(f"{r[s]:8.2f}" for s in STAGES)
-        print(line + f" {r['in_task']:8.1f} {r['overhead']:8.1f}")
+        line += f" {r['in_task']:8.1f} {r['overhead']:8.1f}"
+        print(line + "".join(f" {r[f'cpu_{c}']:8.1f}" for c in CPU_ROLES) + f" {r['cores']:5.2f}")
 
 
 def _one_training(path: str, epochs: int) -> tuple[float, float]:
@@ -343,16 +385,22 @@ def main(argv: list[str] | None = None) -> None:
                             address = case.enter_context(standing_cluster(env))
                         for day, files in (("first", day1), ("next", day2)):
                             shutil.copytree(files, live, dirs_exist_ok=True)
+                            before = cpu_seconds()
                             wall, outcomes, workers = run_day(
                                 url, live, tmp, symbols, runner, args.preset, address
                             )
+                            after = cpu_seconds()
+                            cpu = {role: after[role] - before[role] for role in CPU_ROLES}
                             rows.append(
-                                summarize(db, len(symbols), runner, day, wall, outcomes, workers)
+                                summarize(
+                                    db, len(symbols), runner, day, wall, outcomes, workers, cpu
+                                )
                                 | {"round": round_}
                             )
                             print_table(rows[-1:])
     print("\nseconds; stages summed over symbols, measured inside the task code; "
-          "prefect+ = wall - in-task/workers (Prefect, process start-up, imbalance)")  # fmt: skip
+          "prefect+ = wall - in-task/workers (Prefect, process start-up, imbalance); cpu: "
+          "CPU seconds used in the run by role (cpu_seconds); cores = sum / wall")  # fmt: skip
     print_table(rows)
     fields = result_fields(rows, databases, runners)
     fields["parallel_ceiling"] = statistics.median(ceilings)
