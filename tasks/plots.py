@@ -1,4 +1,10 @@
-"""The lecture's pictures, done honestly: PNG files of the training curves and the fits."""
+"""The lecture's pictures, done honestly: PNG files of the training curves and the fits.
+
+Each figure gets fixed margins, wide enough for six-digit prices and rotated dates, instead
+of ``tight_layout``, which lays the whole figure out once more to measure it: that cost a
+third of the plotting time, and plotting is half of the next day's per-symbol work (README
+"Scaling out", Benchmarks).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ def plot_history(trained: TrainedModel, path: Path) -> Path:
     """Loss (standardized target) and price-space MAPE per epoch, training and validation."""
     history = trained.history
     fig, (loss_ax, mape_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.84, wspace=0.18)
     for key, label in (("loss", "train"), ("val_loss", "validation")):
         if key in history:
             loss_ax.plot(range(1, len(history[key]) + 1), history[key], label=label)
@@ -43,6 +50,7 @@ def plot_fit(trained: TrainedModel, samples: Samples, title: str, path: Path) ->
     fig, (ax, moves) = plt.subplots(
         2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.95, hspace=0.06)
     when = samples.target_time
     ax.plot(when, samples.actual_close, color="black", lw=1.2, label="actual close")
     ax.plot(when, samples.base_close, color="grey", lw=0.8, ls="--", label="persistence")
@@ -57,7 +65,7 @@ def plot_fit(trained: TrainedModel, samples: Samples, title: str, path: Path) ->
     for axis in (ax, moves):
         axis.legend(loc="upper left")
         axis.grid(alpha=0.3)
-    fig.autofmt_xdate()
+    fig.autofmt_xdate(bottom=0.12)
     return _save(fig, path)
 
 
@@ -85,7 +93,6 @@ def _fit_plot(trained: TrainedModel, name: str, samples: Samples, directory: Pat
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

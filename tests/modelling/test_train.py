@@ -12,6 +12,7 @@ from models.presets import preset
 from tasks.forecast import forecast
 from tasks.prepare import latest_window, prepare, to_price
 from tasks.train import TrainedModel, decide, fine_tune, train_model, update_model
+from tests.modelling.conftest import make_candles, wavy_closes
 
 TINY = preset("tiny")
 
@@ -105,6 +106,25 @@ def test_plots_are_png_files(wavy_frame, tmp_path):
     assert [p.name for p in paths] == ["history.png", "fit_train.png", "fit_test.png"]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_keep_six_digit_prices_and_dates_inside_the_picture(tmp_path):
+    """The figures have fixed margins (no tight_layout): a label cut at an edge would leave
+    ink on the picture's outermost pixels."""
+    from matplotlib.image import imread
+
+    from tasks.plots import plot_all
+
+    frame = make_candles(wavy_closes(400) * 1000.0)  # closes around 100,000
+    assert frame["close"].max() > 100_000
+    paths = plot_all(train_model(frame, TINY), frame, tmp_path / "plots")
+    for path in paths:
+        pixels = imread(path)[..., :3]
+        frame_pixels = np.concatenate(
+            [pixels[:3].reshape(-1, 3), pixels[-3:].reshape(-1, 3)]
+            + [pixels[:, :3].reshape(-1, 3), pixels[:, -3:].reshape(-1, 3)]
+        )
+        assert frame_pixels.min() > 0.99, f"{path.name}: something drawn at the edge"
 
 
 def test_warm_up_trains_on_every_feature_a_preset_may_use():
