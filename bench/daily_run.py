@@ -22,6 +22,10 @@ Stage seconds are measured inside the task code (``SymbolOutcome.timings``) and 
 symbols; Prefect's overhead is the flow's wall time less the in-task time (sequential: the
 sum; parallel: the sum divided by the workers, so it also holds process start-up and
 imbalance); ``slot`` is the wait for a training slot of the host's Prefect concurrency limit.
+``running`` is the flow run's time in the Running state by the Prefect server's clock (its
+``start_time`` to ``end_time``): the wall less the flow run's creation before it and, after
+it, the join of the flow's heartbeat thread, which sleeps in whole seconds (up to 1 s, so
+walls end in .1 s; README "Scaling out", Benchmarks). Speed-ups are printed on both.
 The ``cpu`` columns are the CPU seconds each role used during the run (``cpu_seconds``: the
 flow's process, the worker processes, the Prefect server, PostgreSQL) and ``cores`` their sum
 over the wall: how busy the run kept the machine, and what the engines cost in CPU rather
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import shutil
 import statistics
@@ -209,7 +214,7 @@ def run_day(
     url: str, mirror: Path, data_dir: Path, symbols: list[str], runner: str, preset: str,
     dask_address: str | None = None,
 ):  # fmt: skip
-    """One flow run; (wall seconds, outcomes, workers)."""
+    """One flow run; (wall seconds, Running seconds, outcomes, workers)."""
     from candlecast.settings import get_settings
     from flows.daily import daily_forecast
     from tasks.parallel import resolve_runner
@@ -229,12 +234,21 @@ def run_day(
     outcomes = state.result(raise_on_failure=False)
     if not state.is_completed():
         raise RuntimeError(f"the daily run failed: {state.message}")
-    return wall, outcomes, workers
+    return wall, running_seconds(state.state_details.flow_run_id), outcomes, workers
+
+
+def running_seconds(flow_run_id) -> float:
+    """The flow run's start_time to end_time, as the Prefect server recorded them."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+    return (flow_run.end_time - flow_run.start_time).total_seconds()
 
 
 def summarize(
-    db: str, symbols: int, runner: str, day: str, wall: float, outcomes, workers,
-    cpu: dict[str, float],
+    db: str, symbols: int, runner: str, day: str, wall: float, running: float, outcomes,
+    workers, cpu: dict[str, float],
 ):  # fmt: skip
     stages = {s: sum(o.timings.get(s, 0.0) for o in outcomes) for s in STAGES}
     in_task = sum(o.timings.get("task", 0.0) for o in outcomes)
@@ -246,6 +260,7 @@ def summarize(
         "workers": workers,
         "day": day,
         "wall": wall,
+        "running": running,
         "in_task": in_task,
         "overhead": wall - in_task / workers,
         "actions": "+".join(actions),
@@ -256,14 +271,15 @@ def summarize(
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'db':<10} {'rnd':>3} {'sym':>3} {'runner':<12} {'day':<6} {'action':<10} {'wall':>6} "
+    head = f"{'db':<10} {'rnd':>3} {'sym':>3} {'runner':<12} {'day':<6} {'action':<10} "
+    head += f"{'wall':>6} {'running':>7} "
     head += " ".join(f"{s[:8]:>8}" for s in STAGES) + f" {'in-task':>8} {'prefect+':>8}"
     head += "".join(f" {'cpu ' + role[:4]:>8}" for role in CPU_ROLES) + f" {'cores':>5}"
     print(head)
     for r in rows:
         line = (
             f"{r['db']:<10} {r.get('round', 1):>3} {r['symbols']:>3} {r['runner']:<12} "
-            f"{r['day']:<6} {r['actions']:<10} {r['wall']:6.1f} "
+            f"{r['day']:<6} {r['actions']:<10} {r['wall']:6.1f} {r['running']:7.2f} "
         )
         line += " ".join(f"{r[s]:8.2f}" for s in STAGES)
         line += f" {r['in_task']:8.1f} {r['overhead']:8.1f}"
@@ -386,19 +402,17 @@ def main(argv: list[str] | None = None) -> None:
                         for day, files in (("first", day1), ("next", day2)):
                             shutil.copytree(files, live, dirs_exist_ok=True)
                             before = cpu_seconds()
-                            wall, outcomes, workers = run_day(
+                            wall, running, outcomes, workers = run_day(
                                 url, live, tmp, symbols, runner, args.preset, address
                             )
                             after = cpu_seconds()
                             cpu = {role: after[role] - before[role] for role in CPU_ROLES}
-                            rows.append(
-                                summarize(
-                                    db, len(symbols), runner, day, wall, outcomes, workers, cpu
-                                )
-                                | {"round": round_}
-                            )
+                            row = summarize(db, len(symbols), runner, day, wall, running,
+                                            outcomes, workers, cpu)  # fmt: skip
+                            rows.append(row | {"round": round_})
                             print_table(rows[-1:])
-    print("\nseconds; stages summed over symbols, measured inside the task code; "
+    print("\nseconds; running = the flow run's Running time on the Prefect server's clock; "
+          "stages summed over symbols, measured inside the task code; "
           "prefect+ = wall - in-task/workers (Prefect, process start-up, imbalance); cpu: "
           "CPU seconds used in the run by role (cpu_seconds); cores = sum / wall")  # fmt: skip
     print_table(rows)
@@ -420,12 +434,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def result_fields(rows: list[dict], databases: list[str], runners: list[str]) -> dict[str, float]:
     """The RESULT line's figures: per database, the fastest 4-symbol next-day wall, and each
-    parallel runner's speed-up over sequential per day (median over rounds), also printed with
-    its range."""
+    parallel runner's speed-up over sequential per day (median over rounds) on the wall and,
+    keyed ``..._running``, on the flow runs' Running time, each also printed with its range."""
 
-    def walls(db: str, runner: str, day: str) -> dict[int, float]:
+    def walls(db: str, runner: str, day: str, measure: str = "wall") -> dict[int, float]:
         return {
-            r["round"]: r["wall"]
+            r["round"]: r[measure]
             for r in rows
             if (r["db"], r["symbols"], r["runner"], r["day"]) == (db, 4, runner, day)
         }
@@ -437,12 +451,14 @@ def result_fields(rows: list[dict], databases: list[str], runners: list[str]) ->
             min(walls(db, runner, "next").values()) for runner in runners
         )
         for runner in runners[1:]:
-            for day in ("first", "next"):
-                sequential, parallel = walls(db, "sequential", day), walls(db, runner, day)
+            for day, measure in itertools.product(("first", "next"), ("wall", "running")):
+                sequential = walls(db, "sequential", day, measure)
+                parallel = walls(db, runner, day, measure)
                 ratios = [sequential[r] / parallel[r] for r in sorted(parallel)]
                 key = f"{prefix}{runner.replace('-', '_')}_{day}_speedup_4sym"
+                key += "_running" if measure == "running" else ""
                 fields[key] = statistics.median(ratios)
-                print(f"{db} {runner} {day} day: {fields[key]:.2f}x "
+                print(f"{db} {runner} {day} day, {measure}: {fields[key]:.2f}x "
                       f"({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
         fields[f"{prefix}first_4sym_sequential_s"] = statistics.median(
             walls(db, "sequential", "first").values()
