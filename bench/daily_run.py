@@ -132,10 +132,13 @@ CPU_ROLES = ("flow", "workers", "server", "postgres")
 def cpu_seconds() -> dict[str, float]:
     """CPU seconds (user + system) used so far, by role: ``flow`` this process (the flow
     engine, a sequential run's work, the standing cluster's scheduler and client),
-    ``workers`` its multiprocessing descendants (Dask nannies and workers, the idle ceiling
-    pool), ``server`` the temporary Prefect server (uvicorn), ``postgres`` every PostgreSQL
-    process on the machine (the Prefect server's metadata with ``--prefect-db postgresql``,
-    the candlecast database in the ``postgresql`` rows)."""
+    ``workers`` its other descendants, running (Dask nannies and workers, the idle ceiling
+    pool) or ended and waited for (the pool a ``processes`` run starts and stops:
+    ``RUSAGE_CHILDREN``), ``server`` the temporary Prefect server (uvicorn), ``postgres``
+    every PostgreSQL process on the machine (the Prefect server's metadata with
+    ``--prefect-db postgresql``, the candlecast database in the ``postgresql`` rows)."""
+    import resource
+
     import psutil
 
     me = psutil.Process()
@@ -150,6 +153,8 @@ def cpu_seconds() -> dict[str, float]:
         if (p.info["name"] or "").startswith("postgres")
     ]
     used = dict.fromkeys(CPU_ROLES, 0.0)
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["workers"] = ended.ru_utime + ended.ru_stime
     for role, process in roles:
         with contextlib.suppress(psutil.Error):
             times = process.cpu_times()

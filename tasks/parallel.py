@@ -69,7 +69,7 @@ def resolve_runner(
     is more than one symbol and more than ``SEQUENTIAL_UP_TO_CORES`` cores; else sequential.
     On 2 cores one TensorFlow training already keeps both busy, and the pool's start-up
     (spawning, importing TensorFlow and Prefect in each worker) cost more than it saved
-    (bench/daily_run.py: 4 symbols 0.91x, next day 0.53x; README "Scaling out").
+    (bench/daily_run.py, 4 symbols: 1.07x the first day, 0.56x the next; README "Scaling out").
     """
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
