@@ -1,7 +1,7 @@
 """Where the per-symbol steps run: in this process, in a local process pool, on Dask, or as
 flow runs of their own on a work pool.
 
-- ``sequential``: one symbol after another in the flow's process (TensorFlow uses every core).
+- ``sequential``: one symbol after another in the flow's process (TensorFlow may use every core).
 - ``processes``: Prefect's ``ProcessPoolTaskRunner``, one worker process per core by default,
   each with TensorFlow's thread pools cut to ``cores // workers`` so the machine is not
   oversubscribed.
@@ -67,9 +67,10 @@ def resolve_runner(
 
     ``auto``: Dask when a cluster address is configured; else a process per core when there
     is more than one symbol and more than ``SEQUENTIAL_UP_TO_CORES`` cores; else sequential.
-    On 2 cores one TensorFlow training already keeps both busy, and the pool's start-up
-    (spawning, importing TensorFlow and Prefect in each worker) cost more than it saved
-    (bench/daily_run.py, 4 symbols: 1.07x the first day, 0.56x the next; README "Scaling out").
+    On 2 cores the pool's start-up (spawning, importing TensorFlow and Prefect in each worker)
+    costs more than running the symbols side by side saves (bench/daily_run.py, 4 symbols:
+    1.07x the first day, 0.56x the next; a standing Dask cluster: 1.67-1.79x and 1.33x;
+    README "Scaling out").
     """
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
