@@ -50,7 +50,7 @@ def plot_fit(trained: TrainedModel, samples: Samples, title: str, path: Path) ->
     fig, (ax, moves) = plt.subplots(
         2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.95, hspace=0.06)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.95, hspace=0.06)  # bottom: autofmt_xdate
     when = samples.target_time
     ax.plot(when, samples.actual_close, color="black", lw=1.2, label="actual close")
     ax.plot(when, samples.base_close, color="grey", lw=0.8, ls="--", label="persistence")
