@@ -26,6 +26,7 @@ from tasks.ingest import IngestResult, ingest_symbol
 from tasks.logs import current_flow_run_id, run_logger
 from tasks.parallel import training_slot
 from tasks.registry import forecast_rows, load_trained, register
+from tasks.report import publish_plots
 from tasks.timing import Stages
 
 Mode = Literal["auto", "fine_tune", "retrain"]
@@ -145,6 +146,7 @@ def forecast_symbol(
     )
     with stages("plots"):
         outcome.plots = _plots(trained, frame, settings.reports_dir, symbol, version.version)
+        publish_plots(outcome)
     stages.add("task", time.perf_counter() - began)
     outcome.timings = stages.seconds
     return outcome

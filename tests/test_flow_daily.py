@@ -18,6 +18,7 @@ from db.session import session_factory
 from flows.daily import _outcome_and_cause, backfill, daily_forecast, forecast_one
 from models import presets
 from tasks.daily import SymbolOutcome
+from tasks.report import plots_key
 
 pytestmark = pytest.mark.slow
 
@@ -68,14 +69,33 @@ def test_failing_symbol_keeps_the_others_and_fails_the_run(prefect_env: Settings
 def test_run_attaches_summary_forecast_table_and_plots(prefect_env: Settings) -> None:
     state = daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=2, return_state=True)
     assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
     summary = Artifact.get("daily-summary")
-    assert summary is not None and "| WAVEUSDT |" in summary.data
+    assert summary is not None and summary.flow_run_id == flow_run_id
+    assert (
+        "| WAVEUSDT |" in summary.data
+        and "plots: artifact `plots-binance-waveusdt`" in summary.data
+    )
     table = Artifact.get("daily-forecasts")
     assert table is not None and "predicted_close" in table.data
-    plots = Artifact.get("daily-plots")
-    assert plots is not None and "data:image/png;base64," in plots.data
+    # the plots are the symbol's own artifact, made by its task run, in the flow run's tab
+    plots = Artifact.get("plots-binance-waveusdt")
+    assert plots is not None and plots.flow_run_id == flow_run_id
+    assert plots.task_run_id is not None and plots.data.count("data:image/png;base64,") == 3
     written = sorted(prefect_env.reports_dir.glob("WAVEUSDT/v1/*.png"))
     assert [p.name for p in written] == ["fit_test.png", "fit_train.png", "history.png"]
+    assert all(f"`{p}`" in plots.data for p in written)
+
+
+@pytest.mark.parametrize(
+    ("exchange", "symbol", "key"),
+    [
+        ("Binance", "BTCUSDT", "plots-binance-btcusdt"),
+        ("Bit.Stamp", "BTC_USD", "plots-bit-stamp-btc-usd"),
+    ],
+)
+def test_plots_key_is_a_valid_prefect_artifact_key(exchange: str, symbol: str, key: str) -> None:
+    assert plots_key(exchange, symbol) == key
 
 
 def test_backfill_uses_only_past_data_and_is_idempotent(prefect_env: Settings) -> None:

@@ -112,7 +112,7 @@ def test_quick_run_from_the_ui_completes_and_writes_forecasts(
     # the page follows the run: its state badge, then the artifacts a person looks at
     expect(page.get_by_text("Completed", exact=True).first).to_be_visible(timeout=UI_TIMEOUT_MS)
     page.get_by_role("tab", name="Artifacts").click()
-    for key in ("daily-summary", "daily-forecasts", "daily-plots"):
+    for key in ("daily-summary", "daily-forecasts", "plots-binance-waveusdt"):
         expect(page.get_by_text(key, exact=True)).to_be_visible(timeout=UI_TIMEOUT_MS)
 
     rows = latest_forecasts(served.db_url, "WAVEUSDT")
