@@ -3,7 +3,7 @@ parallel, the first run (full training) and the next day's (one new candle).
 
     .venv/bin/python -m bench.daily_run [--databases sqlite,postgresql] [--preset default]
         [--runners sequential,processes,dask-cluster] [--rounds N] [--no-single]
-        [--prefect-db sqlite|postgresql]
+        [--prefect-db sqlite|postgresql] [--plots all|promoted|none]
 
 Parallel runs two ways, two workers each: ``processes`` (a process pool the flow run starts
 and stops itself, so every run pays for spawning the workers and importing TensorFlow in
@@ -18,6 +18,7 @@ adds (so day 2 ingests one candle per symbol and fine-tunes). Each case gets a f
 ``flows.daily.daily_forecast`` flow under a temporary Prefect server, whose own metadata is in
 SQLite (Prefect's test harness, the default) or, with ``--prefect-db postgresql``, in a
 scratch PostgreSQL database, as README "Several machines" recommends for several workers.
+``--plots`` sets ``CANDLECAST_PLOTS`` for every run (default ``all``, as shipped).
 Stage seconds are measured inside the task code (``SymbolOutcome.timings``) and summed over
 symbols; Prefect's overhead is the flow's wall time less the in-task time (sequential: the
 sum; parallel: the sum divided by the workers, so it also holds process start-up and
@@ -367,7 +368,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat the 4-symbol cases, interleaved, N times"
     )
+    parser.add_argument(
+        "--plots",
+        choices=["all", "promoted", "none"],
+        default="all",
+        help="CANDLECAST_PLOTS for every run (the flows, the workers, the engine-free ceiling)",
+    )
     args = parser.parse_args(argv)
+    os.environ["CANDLECAST_PLOTS"] = args.plots  # before any worker process starts
     runners, databases = args.runners.split(","), args.databases.split(",")
     if runners[0] != "sequential" or not set(runners) <= set(RUNNERS):
         parser.error(f"--runners: sequential first, then any of {RUNNERS[1:]}")
@@ -432,8 +440,8 @@ def main(argv: list[str] | None = None) -> None:
           "parallel wall, the median over rounds (min-max); ceiling: two trainings side by side "
           f"vs one, per round: {', '.join(f'{c:.2f}x' for c in ceilings)}")  # fmt: skip
     print(
-        f"RESULT db={databases[0]} prefect_db={args.prefect_db} rounds={args.rounds} "
-        + " ".join(f"{k}={v:.2f}" for k, v in fields.items())
+        f"RESULT db={databases[0]} prefect_db={args.prefect_db} plots={args.plots} "
+        f"rounds={args.rounds} " + " ".join(f"{k}={v:.2f}" for k, v in fields.items())
     )
 
 

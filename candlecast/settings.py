@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CDD_BASE_URL = "https://www.cryptodatadownload.com/cdd"
+PlotPolicy = Literal["all", "promoted", "none"]
 
 
 class Settings(BaseSettings):
@@ -51,6 +53,12 @@ class Settings(BaseSettings):
     )
     jump_warning_ratio: float = Field(
         default=0.5, gt=0.0, description="Warn when a close moves more than this (0.5 = 50%)."
+    )
+    plots: PlotPolicy = Field(
+        default="all",
+        description="Which new versions get their plots (three PNG files and a plots "
+        "artifact): 'all', 'promoted' (a version that becomes the champion) or 'none'. With many "
+        "symbols, plotting is about half of a next-day run's work, and 0.46 MB a symbol a day.",
     )
     dask_address: str | None = Field(
         default=None,

@@ -81,10 +81,11 @@ def forecast_symbol(
     """Run the daily pipeline for one symbol and return what it did.
 
     ``as_of`` cuts the candles at that open time (a backfill sees only what existed then);
-    ``ingest=False`` skips the download (the backfill, benchmarks). Training holds one of the
-    host's training slots (``tasks.parallel.training_slot``); ``timings`` records the seconds
-    of each stage, measured here (``slot``: waiting for that slot), and of the whole step
-    (``task``).
+    ``ingest=False`` skips the download (the backfill, benchmarks). The new version's plots
+    are drawn and published as ``settings.plots`` says (all, promoted only, none). Training
+    holds one of the host's training slots (``tasks.parallel.training_slot``); ``timings``
+    records the seconds of each stage, measured here (``slot``: waiting for that slot), and
+    of the whole step (``task``).
     """
     from models.lstm import TrainingDivergedError
     from models.presets import preset as load_preset
@@ -144,9 +145,10 @@ def forecast_symbol(
         backfill=as_of is not None,
         stages=stages,
     )
-    with stages("plots"):
-        outcome.plots = _plots(trained, frame, settings.reports_dir, symbol, version.version)
-        publish_plots(outcome)
+    if settings.plots == "all" or (settings.plots == "promoted" and outcome.promoted):
+        with stages("plots"):
+            outcome.plots = _plots(trained, frame, settings.reports_dir, symbol, version.version)
+            publish_plots(outcome)
     stages.add("task", time.perf_counter() - began)
     outcome.timings = stages.seconds
     return outcome

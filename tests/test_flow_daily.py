@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prefect.artifacts import Artifact
 from prefect.client.schemas.objects import State
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from candlecast.settings import Settings
@@ -17,8 +18,9 @@ from db.schema import Forecast, ModelVersion
 from db.session import session_factory
 from flows.daily import _outcome_and_cause, backfill, daily_forecast, forecast_one
 from models import presets
-from tasks.daily import SymbolOutcome
+from tasks.daily import SymbolOutcome, forecast_symbol
 from tasks.report import plots_key
+from tests.conftest import settings_for
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +87,32 @@ def test_run_attaches_summary_forecast_table_and_plots(prefect_env: Settings) ->
     written = sorted(prefect_env.reports_dir.glob("WAVEUSDT/v1/*.png"))
     assert [p.name for p in written] == ["fit_test.png", "fit_train.png", "history.png"]
     assert all(f"`{p}`" in plots.data for p in written)
+
+
+@pytest.mark.parametrize("policy", ["promoted", "none"])
+def test_plots_policy_draws_only_the_versions_it_covers(
+    sqlite_db: str, mirror_dir: Path, tmp_path: Path, policy: str
+) -> None:
+    settings = settings_for(sqlite_db, str(mirror_dir), tmp_path).model_copy(
+        update={"plots": policy}
+    )
+    wave = forecast_symbol.fn("WAVEUSDT", preset="tiny", horizon=2, settings=settings)
+    btc = forecast_symbol.fn("BTCUSDT", preset="tiny", horizon=2, settings=settings)
+    assert wave.promoted and not btc.promoted  # a new champion, and a version that loses
+    drawn = sorted(str(p.relative_to(settings.reports_dir)) for p in tmp_path.rglob("*.png"))
+    if policy == "promoted":
+        assert drawn == [f"WAVEUSDT/v1/{n}.png" for n in ("fit_test", "fit_train", "history")]
+        assert len(wave.plots) == 3 and "plots" in wave.timings
+    else:
+        assert drawn == [] and wave.plots == [] and "plots" not in wave.timings
+    assert btc.plots == [] and "plots" not in btc.timings
+    assert wave.forecasts and btc.version == 1  # the rest of the step is unchanged
+
+
+def test_plots_policy_rejects_an_unknown_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANDLECAST_PLOTS", "some")
+    with pytest.raises(ValidationError, match="plots"):
+        Settings()
 
 
 @pytest.mark.parametrize(
