@@ -64,18 +64,16 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def run_variant(path: Path, epochs: int, overrides: dict) -> dict[str, float]:
-    """In this process: the matmul peak, then `seed` (with `overrides`) for `epochs` epochs."""
-    from bench.data import load_daily
+def throughput(frame, config, epochs: int) -> dict[str, float]:
+    """In this process: the matmul peak, then ``config`` trained for ``epochs`` epochs on
+    ``frame``, then the peak again (the better one counts: a busy machine lowers one, rarely
+    both). Seconds per epoch, FLOP/s and their ratio to the peak."""
     from bench.training_speed import seconds_per_epoch
-    from models.presets import preset
     from tasks.prepare import prepare
 
     peak = matmul_peak()
-    config = preset("seed").replace(**overrides)
-    _, frame = load_daily(path)
     per_epoch = seconds_per_epoch(frame, config, epochs)
-    peak = max(peak, matmul_peak())  # a busy machine lowers one of them, rarely both
+    peak = max(peak, matmul_peak())
     prepared = prepare(frame, config)  # the sample counts the epochs ran on
     forward = forward_flops(config.window, config.units, prepared.train.x.shape[2])
     flop = forward * (3 * len(prepared.train) + len(prepared.val))
@@ -86,6 +84,15 @@ def run_variant(path: Path, epochs: int, overrides: dict) -> dict[str, float]:
         "ratio": flop / per_epoch / peak,
         "train": len(prepared.train),
     }
+
+
+def run_variant(path: Path, epochs: int, overrides: dict) -> dict[str, float]:
+    """`seed` with ``overrides`` on the file at ``path``: :func:`throughput`."""
+    from bench.data import load_daily
+    from models.presets import preset
+
+    _, frame = load_daily(path)
+    return throughput(frame, preset("seed").replace(**overrides), epochs)
 
 
 def child(args: argparse.Namespace) -> None:

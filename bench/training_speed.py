@@ -9,7 +9,9 @@ to end (preparation, fit, evaluation, serialization) and both scored on the same
 (that day's last 20%). Times are medians over the days and MAPEs means: one day's MAPE
 difference between two near-identical models is noise of either sign. `seed` is trained for
 `--seed-epochs` epochs only: its 500-epoch retrain time is extrapolated from the measured
-seconds per epoch (said in the output).
+seconds per epoch (said in the output), and its throughput is printed in FLOP/s next to the
+float32 matmul peak measured in the same run (``bench.training_flops.throughput``;
+``bench/training_flops.py`` compares the settings that change it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data import DAILY_FILES, load_daily
+from bench.training_flops import throughput
 from models.presets import ModelConfig, preset
 from tasks.train import TrainedModel, fine_tune, train_model
 
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     symbol, frame = load_daily(args.file)
     default, seed = preset("default"), preset("seed")
 
-    seed_epoch_s = seconds_per_epoch(frame, seed, args.seed_epochs)
+    seed_run = throughput(frame, seed, args.seed_epochs)
+    seed_epoch_s = seed_run["s_per_epoch"]
     default_epoch_s = seconds_per_epoch(frame, default, 5)
     seed_retrain_s = seed_epoch_s * seed.epochs  # extrapolated: 500 epochs
     d = compare(frame, default, args.days)
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"{symbol}, {len(frame)} daily candles")
     print(f"seconds/epoch   seed {seed_epoch_s:.3f}   default {default_epoch_s:.3f}")
+    print(
+        f"seed throughput {seed_run['flops'] / 1e9:.1f} GFLOP/s: {seed_run['ratio']:.0%} of "
+        f"this run's float32 matmul peak ({seed_run['peak'] / 1e9:.1f} GFLOP/s, numpy 2048x2048)"
+    )
     print(
         f"default, median of {args.days} days: fine-tune {d['fine_tune_s']:.3f} s vs full retrain "
         f"{d['retrain_s']:.2f} s ({d['retrain_epochs']:.0f} epochs, early stopping): "
@@ -110,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "RESULT "
         f"seed_s_per_epoch={seed_epoch_s:.4f} default_s_per_epoch={default_epoch_s:.4f} "
+        f"seed_gflops={seed_run['flops'] / 1e9:.2f} "
+        f"matmul_peak_gflops={seed_run['peak'] / 1e9:.2f} seed_ratio={seed_run['ratio']:.3f} "
         f"default_fine_tune_s={d['fine_tune_s']:.3f} default_retrain_s={d['retrain_s']:.3f} "
         f"default_retrain_over_fine_tune={d['retrain_s'] / d['fine_tune_s']:.2f} "
         f"seed_retrain_s_extrapolated={seed_retrain_s:.1f} "
