@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from tasks.prepare import Samples, prepare  # noqa: E402
 from tasks.train import TrainedModel, predict_prices  # noqa: E402
@@ -23,6 +24,11 @@ from tasks.train import TrainedModel, predict_prices  # noqa: E402
 
 def plot_history(trained: TrainedModel, path: Path) -> Path:
     """Loss (standardized target) and price-space MAPE per epoch, training and validation."""
+    return _save(history_figure(trained), path)
+
+
+def history_figure(trained: TrainedModel) -> plt.Figure:
+    """The figure of :func:`plot_history`, open (the caller closes it)."""
     history = trained.history
     fig, (loss_ax, mape_ax) = plt.subplots(1, 2, figsize=(11, 4))
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.84, wspace=0.18)
@@ -40,8 +46,9 @@ def plot_history(trained: TrainedModel, path: Path) -> Path:
     for ax in (loss_ax, mape_ax):
         ax.legend()
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.suptitle(f"{trained.config.name}: training curves")
-    return _save(fig, path)
+    return fig
 
 
 def plot_fit(trained: TrainedModel, samples: Samples, title: str, path: Path) -> Path:

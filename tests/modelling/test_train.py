@@ -108,6 +108,21 @@ def test_plots_are_png_files(wavy_frame, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_history_plot_marks_whole_epochs_only(wavy_frame):
+    import matplotlib.pyplot as plt
+
+    from tasks.plots import history_figure
+
+    trained = train_model(wavy_frame, TINY)
+    assert len(trained.history["loss"]) < 5  # few epochs: where fractional ticks would appear
+    figure = history_figure(trained)
+    for ax in figure.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(figure)
+
+
 def test_plots_keep_six_digit_prices_and_dates_inside_the_picture(tmp_path):
     """The figures have fixed margins (no tight_layout): a label cut at an edge would leave
     ink on the picture's outermost pixels."""
