@@ -2,7 +2,7 @@
 
 The flow run gets the summary and the forecast table; each symbol's task run gets its plots
 (``plots-<exchange>-<symbol>``), made where the symbol ran. One artifact of every symbol's
-plots at the end of the run was 0.45 MB per symbol, uploaded from the flow's process after
+plots at the end of the run was 0.46 MB per symbol, uploaded from the flow's process after
 the last symbol: over Prefect's 1.5 MB event limit from 4 symbols on (the server then refuses
 to publish its event), and 45 MB in one request for 100 symbols.
 """

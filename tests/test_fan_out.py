@@ -30,6 +30,7 @@ from tasks.parallel import (
     resolve_runner,
     training_limit_name,
 )
+from tasks.report import plots_key
 from tests.conftest import wavy_cdd_csv
 
 SYMBOLS = ["WAVEUSDT", "WAVFUSDT", "WAVGUSDT"]
@@ -109,13 +110,22 @@ def test_two_worker_processes_forecast_every_symbol_despite_a_failing_one(
 @pytest.mark.postgres
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_two_dask_workers_forecast_every_symbol(fan_out_env: Settings) -> None:
-    outcomes = daily_forecast(symbols=SYMBOLS, preset="tiny", horizon=2, runner="dask", workers=2)
+    from prefect.artifacts import Artifact
+
+    state = daily_forecast(
+        symbols=SYMBOLS, preset="tiny", horizon=2, runner="dask", workers=2, return_state=True
+    )
+    outcomes = state.result()
     assert sorted(o.symbol for o in outcomes) == SYMBOLS
     assert all(o.version == 1 and len(o.forecasts) == 2 for o in outcomes)
     stages = {"fetch", "upsert", "slot", "train", "register", "task"}
     assert all(stages <= o.timings.keys() for o in outcomes)
     stored = _stored(fan_out_env.sqlalchemy_url())
     assert stored == {"versions": set(SYMBOLS), "forecasts": set(SYMBOLS)}
+    for symbol in SYMBOLS:  # each worker attached its symbols' plots to this flow run
+        plots = Artifact.get(plots_key("Binance", symbol))
+        assert plots is not None and plots.flow_run_id == state.state_details.flow_run_id
+        assert plots.task_run_id is not None and symbol in plots.data
 
 
 @pytest.mark.slow
