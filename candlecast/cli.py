@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -119,6 +120,7 @@ def run_daily(
     from flows.daily import daily_forecast
     from tasks.report import forecast_table, summary_markdown
 
+    _quiet_temporary_server()
     state = _guarded(
         lambda: daily_forecast(
             symbols=symbol,
@@ -152,6 +154,19 @@ def run_daily(
     if not state.is_completed():
         typer.echo(f"error: {state.message}", err=True)
         raise typer.Exit(1)
+
+
+def _quiet_temporary_server() -> None:
+    """With no Prefect server configured, the flow run starts a temporary one on SQLite, for
+    this run only. Its telemetry service reports to Prefect over the internet (on a machine
+    without it: an ERROR "Failed to send telemetry" in every run) and writes to that database
+    as the server starts, where it can meet the server's own first writes ("database is
+    locked": an ERROR with two tracebacks; nothing lost). A temporary server has no use for
+    it, so it runs without, unless PREFECT_SERVER_ANALYTICS_ENABLED says otherwise."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url is None:
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _json_object(value: str | None) -> dict[str, Any] | None:

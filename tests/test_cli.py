@@ -119,3 +119,28 @@ def test_db_upgrade_then_ingest_in_a_real_process(tmp_path: Path, cdd_dir: Path)
     ingested = subprocess.run([str(script), "ingest"], capture_output=True, text=True, env=env)
     assert ingested.returncode == 0, ingested.stderr
     assert ingested.stdout.startswith("Binance BTCUSDT d: 2981 rows parsed, 2981 inserted")
+
+
+def test_run_on_a_temporary_prefect_server_prints_no_errors(
+    tmp_path: Path, mirror_dir: Path
+) -> None:
+    """`make run`'s path: no Prefect server configured, so the run starts a temporary one,
+    whose telemetry would log an ERROR on this offline machine (and sometimes a traceback)."""
+    script = Path(sys.executable).with_name("candlecast")
+    env = os.environ | {
+        "CANDLECAST_DATA_DIR": str(tmp_path),
+        "CANDLECAST_CDD_BASE_URL": str(mirror_dir),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    for name in ("CANDLECAST_DATABASE_URL", "PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        env.pop(name, None)
+    subprocess.run([str(script), "db", "upgrade"], capture_output=True, env=env, check=True)
+    args = ["run", "-s", "WAVEUSDT", "--preset", "tiny", "--horizon", "2"]
+    done = subprocess.run([str(script), *args], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Starting temporary server" in done.stderr  # the path this test is about
+    assert "WAVEUSDT  1" in done.stdout
+    prefect_errors = [
+        line for line in done.stderr.splitlines() if "| ERROR" in line or "Traceback" in line
+    ]
+    assert prefect_errors == []
