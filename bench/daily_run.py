@@ -57,10 +57,12 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
+from typing import get_args
 
 from bench.data import DAILY_FILES, load_daily
 from bench.ingest import DEFAULT_POSTGRES, scratch_postgres
 from candlecast.dask_worker import prepare_worker
+from candlecast.settings import PlotPolicy
 
 STAGES = [
     "fetch",
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--plots",
-        choices=["all", "promoted", "none"],
+        choices=get_args(PlotPolicy),
         default="all",
         help="CANDLECAST_PLOTS for every run (the flows, the workers, the engine-free ceiling)",
     )

@@ -100,22 +100,20 @@ def plots_markdown(outcome: SymbolOutcome) -> str:
     return "\n".join(lines)
 
 
-def publish_plots(outcome: SymbolOutcome) -> str | None:
+def publish_plots(outcome: SymbolOutcome) -> None:
     """Attach a symbol's plots to the current Prefect run (its task run, in the flow run's
-    Artifacts tab) as ``plots_key``: the key keeps the symbol's plots of every day. Returns
-    the key, or None outside a Prefect run or without plots."""
+    Artifacts tab) as ``plots_key``: the key keeps the symbol's plots of every day. Nothing
+    outside a Prefect run or without plots."""
     if not outcome.plots or current_flow_run_id() is None:
-        return None
+        return
     from prefect.artifacts import create_markdown_artifact
 
-    key = plots_key(outcome.exchange, outcome.symbol)
     create_markdown_artifact(
         plots_markdown(outcome),
-        key=key,
+        key=plots_key(outcome.exchange, outcome.symbol),
         description=f"{outcome.symbol} v{outcome.version}: loss/MAPE per epoch; "
         "predicted vs actual",
     )
-    return key
 
 
 def publish_run_report(outcomes: list[SymbolOutcome], failures: dict[str, str]) -> Path:
