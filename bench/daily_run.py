@@ -76,6 +76,7 @@ STAGES = [
     "forecast",
     "score",
     "plots",
+    "artifact",
 ]
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "BNBUSDT"]
 RUNNERS = ["sequential", "processes", "dask-cluster"]

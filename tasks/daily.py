@@ -148,6 +148,7 @@ def forecast_symbol(
     if settings.plots == "all" or (settings.plots == "promoted" and outcome.promoted):
         with stages("plots"):
             outcome.plots = _plots(trained, frame, settings.reports_dir, symbol, version.version)
+        with stages("artifact"):  # the plots' upload to the Prefect server
             publish_plots(outcome)
     stages.add("task", time.perf_counter() - began)
     outcome.timings = stages.seconds

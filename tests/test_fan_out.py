@@ -118,7 +118,7 @@ def test_two_dask_workers_forecast_every_symbol(fan_out_env: Settings) -> None:
     outcomes = state.result()
     assert sorted(o.symbol for o in outcomes) == SYMBOLS
     assert all(o.version == 1 and len(o.forecasts) == 2 for o in outcomes)
-    stages = {"fetch", "upsert", "slot", "train", "register", "task"}
+    stages = {"fetch", "upsert", "slot", "train", "register", "plots", "artifact", "task"}
     assert all(stages <= o.timings.keys() for o in outcomes)
     stored = _stored(fan_out_env.sqlalchemy_url())
     assert stored == {"versions": set(SYMBOLS), "forecasts": set(SYMBOLS)}
