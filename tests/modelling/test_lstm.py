@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import keras
 import numpy as np
 import pytest
 
@@ -123,3 +124,45 @@ def test_fit_batches_hold_every_row_once_per_epoch_reshuffled_on_one_thread():
     options = batches.options()  # no thread pool of the machine's size to fight over
     assert options.threading.private_threadpool_size == 1
     assert options.autotune.enabled is False
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        preset("default"),
+        preset("seed"),  # 256/512/512, sequences passed between layers
+        preset("tiny").replace(units=(6, 5), ensemble=3, dropout=0.3, unroll=False),
+        preset("tiny").replace(features=("close", "high", "volume_base"), units=(7, 3)),
+    ],
+    ids=["default", "seed", "ensemble-dropout", "three-features"],
+)
+def test_numpy_forward_pass_gives_what_keras_gives(config: ModelConfig) -> None:
+    """`predict` runs the networks `build` makes in NumPy: the same outputs as a Keras call,
+    before and after a training step changes the weights."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, config.window, len(config.features))).astype(np.float32)
+    model = lstm.build(config, n_features=len(config.features))
+    assert lstm.numpy_forward(model) is not None
+
+    def keras_call() -> np.ndarray:
+        return np.asarray(model(x, training=False)).reshape(-1)
+
+    np.testing.assert_allclose(lstm.predict(model, x), keras_call(), rtol=1e-4, atol=1e-5)
+    model.train_on_batch(x[:64], rng.normal(size=(64, 1)).astype(np.float32))
+    np.testing.assert_allclose(lstm.predict(model, x), keras_call(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lstm.predict(model, x, chunk=7), keras_call(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_network_built_otherwise_is_predicted_by_keras() -> None:
+    """A layer the NumPy pass does not implement exactly (here a GRU, and an LSTM with another
+    activation) makes `predict` fall back to Keras instead of computing something else."""
+    x = np.random.default_rng(3).normal(size=(20, 7, 1)).astype(np.float32)
+    inputs = keras.Input(shape=(7, 1), name="window")
+    for layer in (
+        keras.layers.GRU(4, name="lstm_1"),
+        keras.layers.LSTM(4, activation="relu", name="lstm_1"),
+    ):
+        model = keras.Model(inputs, keras.layers.Dense(1, name="output")(layer(inputs)))
+        assert lstm.numpy_forward(model) is None
+        expected = np.asarray(model(x, training=False)).reshape(-1)
+        np.testing.assert_allclose(lstm.predict(model, x), expected, rtol=1e-6)
