@@ -103,10 +103,17 @@ def thread_environment(threads: int) -> dict[str, str]:
 def limit_threads(threads: int) -> None:
     """Size this process's TensorFlow thread pools; run first thing in a fresh worker.
 
-    Sets the environment variables for libraries not loaded yet, then configures TensorFlow
-    itself (which must happen before it runs any operation: a no-op with a log line after).
+    Sets the environment variables for libraries not loaded yet, resizes the BLAS and OpenMP
+    pools of those already loaded (a spawned worker that imports its parent's main module
+    loads NumPy's OpenBLAS, one thread per core, before this runs: two such workers, each
+    with idle BLAS threads spinning, trained side by side no faster than one after the
+    other), then configures TensorFlow itself (which must happen before it runs any
+    operation: a no-op with a log line after).
     """
+    from threadpoolctl import threadpool_limits
+
     os.environ.update(thread_environment(threads))
+    threadpool_limits(threads)  # kept for the process's life
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 

@@ -36,6 +36,26 @@ from tests.conftest import wavy_cdd_csv
 SYMBOLS = ["WAVEUSDT", "WAVFUSDT", "WAVGUSDT"]
 
 
+def test_a_worker_limits_blas_threads_loaded_before_it_was_prepared() -> None:
+    """`limit_threads`, run first in a spawned worker, also shrinks the BLAS pool that NumPy
+    loaded before it (one thread per core by default), not only the libraries loaded after."""
+    import json
+    import subprocess
+
+    code = (
+        "import json, numpy; from tasks.parallel import limit_threads; limit_threads(1); "
+        "from threadpoolctl import threadpool_info; "
+        "print(json.dumps([(i['internal_api'], i['num_threads']) for i in threadpool_info()]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    pools = [tuple(p) for p in json.loads(done.stdout.strip().splitlines()[-1])]
+    assert ("openblas", 1) in pools or ("mkl", 1) in pools  # NumPy's, loaded first
+    assert all(threads == 1 for _, threads in pools), pools
+
+
 def test_runner_choice() -> None:
     assert resolve_runner("auto", 1, None, None) == ("sequential", 1)
     assert resolve_runner("auto", 4, 2, "tcp://scheduler:8786") == ("dask", 2)
