@@ -12,7 +12,8 @@ shipped, ``keras`` with `models.lstm.numpy_forward` switched off (direct Keras c
    (two `predict` calls an epoch): seconds;
 3. the 4 symbols' next day (one new candle, fine-tune) as plain function calls, no Prefect:
    `forecast_symbol.fn` one symbol after another, each time on a fresh copy of the same
-   first-day SQLite database; seconds per stage, summed over the symbols.
+   first-day SQLite database; seconds per stage, summed over the symbols, and the CPU
+   seconds the process used (all threads: TensorFlow's, BLAS's).
 
 Predictions are the same either way (tests/modelling/test_lstm.py compares them).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import sqlite3
 import statistics
 import tempfile
@@ -79,10 +81,16 @@ def next_day(base: Path, tmp: Path, day2: Path) -> dict[str, float]:
     with sqlite3.connect(base) as source, sqlite3.connect(copy) as target:
         source.backup(target)  # with what is still in the write-ahead log
     settings = Settings(database_url=f"sqlite:///{copy}", cdd_base_url=str(day2), data_dir=tmp)
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), cpu_seconds()
     timings = [forecast_symbol.fn(s, settings=settings).timings for s in SYMBOLS]
     sums = {stage: sum(t.get(stage, 0.0) for t in timings) for stage in STAGES}
-    return sums | {"wall": time.perf_counter() - began}
+    return sums | {"wall": time.perf_counter() - began, "cpu": cpu_seconds() - cpu}
+
+
+def cpu_seconds() -> float:
+    """This process's CPU seconds so far (all its threads: TensorFlow's, BLAS's)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,10 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"default training of BTC (median of rounds): numpy {train['numpy']:.2f} s, "
           f"keras {train['keras']:.2f} s")  # fmt: skip
     print("4 symbols' next day without Prefect, seconds summed over symbols (median of rounds):")
-    print(f"  {'':<6}" + "".join(f"{s:>9}" for s in (*STAGES, "wall")))
+    print(f"  {'':<6}" + "".join(f"{s:>9}" for s in (*STAGES, "wall", "cpu")))
     day = {w: {k: statistics.median(d[k] for d in days[w]) for k in days[w][0]} for w in WAYS}
     for w in WAYS:
-        print(f"  {w:<6}" + "".join(f"{day[w][s]:9.2f}" for s in (*STAGES, "wall")))
+        print(f"  {w:<6}" + "".join(f"{day[w][s]:9.2f}" for s in (*STAGES, "wall", "cpu")))
     ratios = [k["wall"] / n["wall"] for n, k in zip(days["numpy"], days["keras"], strict=True)]
     print(
         f"RESULT rounds={args.rounds} "

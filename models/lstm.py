@@ -7,10 +7,12 @@ tasks/train.py.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import numpy as np  # noqa: E402
 from models.presets import ModelConfig  # noqa: E402
 
 EpochHook = Callable[[int, dict[str, Any]], None]
+ONE_BLAS_THREAD_BELOW_FLOP = 1e8  # a NumPy forward pass this small runs on one BLAS thread
 
 
 class TrainingDivergedError(RuntimeError):
@@ -259,17 +262,33 @@ def numpy_forward(model: keras.Model) -> Callable[[np.ndarray], np.ndarray] | No
          [np.asarray(w, np.float32) for w in dense.get_weights()])
         for stack, dense in heads
     ]  # fmt: skip
+    steps = int(model.inputs[0].shape[1])
+    flop_per_row = steps * sum(2 * (w.size + u.size) for stack, _ in weights for w, u, _ in stack)
 
     def forward(x: np.ndarray) -> np.ndarray:
         outputs = []
-        for stack, (kernel, bias) in weights:
-            h = np.asarray(x, np.float32)
-            for i, (w, u, b) in enumerate(stack):
-                h = _lstm_layer(h, w, u, b, sequences=i < len(stack) - 1)
-            outputs.append(h @ kernel + bias)
+        small = len(x) * flop_per_row < ONE_BLAS_THREAD_BELOW_FLOP
+        with _blas().limit(limits=1, user_api="blas") if small else contextlib.nullcontext():
+            for stack, (kernel, bias) in weights:
+                h = np.asarray(x, np.float32)
+                for i, (w, u, b) in enumerate(stack):
+                    h = _lstm_layer(h, w, u, b, sequences=i < len(stack) - 1)
+                outputs.append(h @ kernel + bias)
         return np.mean(outputs, axis=0) if len(outputs) > 1 else outputs[0]
 
     return forward
+
+
+@cache
+def _blas() -> Any:
+    """The process's BLAS pools. A NumPy pass under ``ONE_BLAS_THREAD_BELOW_FLOP`` runs on one
+    thread: OpenBLAS's threads gain nothing on such small matrices and spin between calls
+    (with two, a `default` next day took 50% more CPU for the same wall: README "The
+    model"); a larger one (the `seed` network on a whole part) uses the pool, which halves
+    its time."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _heads(model: keras.Model) -> list[tuple[list[Any], Any]] | None:
