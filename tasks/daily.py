@@ -24,7 +24,7 @@ from db.schema import ModelVersion
 from db.session import session_factory
 from tasks.ingest import IngestResult, ingest_symbol
 from tasks.logs import current_flow_run_id, run_logger
-from tasks.parallel import training_slot
+from tasks.parallel import SYMBOL_TIMEOUT_S, training_slot
 from tasks.registry import forecast_rows, load_trained, register
 from tasks.report import publish_plots
 from tasks.timing import Stages
@@ -64,7 +64,9 @@ class SymbolOutcome:
 
 
 @task(
-    name="forecast-symbol", task_run_name="forecast {exchange} {symbol}", timeout_seconds=3 * 3600
+    name="forecast-symbol",
+    task_run_name="forecast {exchange} {symbol}",
+    timeout_seconds=SYMBOL_TIMEOUT_S,  # on Dask, fan_out's deadline instead
 )
 def forecast_symbol(
     symbol: str,

@@ -36,6 +36,7 @@ SEQUENTIAL_UP_TO_CORES = 2  # runner "auto" stays sequential on machines this sm
 SYMBOL_DEPLOYMENT = "forecast-symbol/symbol"  # flow/deployment, as prefect.yaml registers it
 DEPLOYMENT_POLL_S = 2.0  # how often the parent reads its symbol flow runs' states
 DEPLOYMENT_WAIT_S = 6 * 3600.0  # a symbol flow run not final by then is reported failed
+SYMBOL_TIMEOUT_S = 3 * 3600.0  # a symbol's step still running by then is failed
 # Dask workers sample every running thread's stack every 10 ms for the dashboard's Profile
 # page. Under a Prefect task run (deep stacks, much Python between TensorFlow calls) that cost
 # the next day's per-symbol work 12-16% here (README "Scaling out", Benchmarks), so the
@@ -207,6 +208,11 @@ def fan_out(
     Returns each symbol's final Prefect state (Completed or Failed; for ``deployments`` the
     final state of its flow run, also Crashed or Cancelled): one symbol failing, on any
     worker, never stops the others.
+
+    A step still running after ``SYMBOL_TIMEOUT_S`` fails: the task's own timeout does it in
+    the flow's process and in a process pool's; a Dask worker runs tasks in a thread, which
+    Prefect cannot interrupt (it would warn so on every symbol), so there the task goes
+    without one and this flow stops waiting at the deadline, reporting the symbol failed.
     """
     from candlecast.settings import get_settings
     from tasks.logs import run_logger
@@ -227,17 +233,30 @@ def fan_out(
     if kind == "sequential":
         return {s: task(s, **parameters, return_state=True) for s in symbols}
     with contextlib.ExitStack() as stack:
-        if kind == "dask":  # read by the local cluster's workers when they start
+        if kind == "dask":
             import dask
             import distributed  # noqa: F401 - its config defaults first: leaving the set
             # below deletes every key that it created, a whole "distributed" section included
 
+            # read by the local cluster's workers when they start
             stack.enter_context(dask.config.set(DASK_WORKER_CONFIG))
+            task = task.with_options()  # a copy, without a timeout: the deadline below instead
+            task.timeout_seconds = None  # (with_options takes None for "unchanged")
         pool = stack.enter_context(task_runner(kind, count, address))
         futures = {s: pool.submit(task, {"symbol": s, **parameters}) for s in symbols}
+        deadline = time.monotonic() + SYMBOL_TIMEOUT_S
         for future in futures.values():
-            future.wait()
-        return {s: future.state for s, future in futures.items()}
+            future.wait(max(0.0, deadline - time.monotonic()) if kind == "dask" else None)
+        return {s: _final(s, future.state) for s, future in futures.items()}
+
+
+def _final(symbol: str, state: State) -> State:
+    """``state`` if final, else Failed: the flow stopped waiting at the deadline."""
+    from prefect.states import Failed
+
+    if state.is_final():
+        return state
+    return Failed(message=f"{symbol}: still {state.name} after {SYMBOL_TIMEOUT_S:.0f} s")
 
 
 def run_deployments(

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect import flow, task
@@ -207,6 +208,37 @@ def test_the_local_dask_cluster_runs_its_workers_without_the_profiler(
         return [state.result() for state in states.values()]
 
     assert all(_without_profiler(c) for c in callbacks())
+
+
+@task(timeout_seconds=3600)  # as forecast_symbol has one
+def _timeout_seen(symbol: str) -> float | None:
+    """The timeout the task engine runs this task run with; symbol HANG never finishes."""
+    from prefect.context import TaskRunContext
+
+    if symbol == "HANG":
+        threading.Event().wait(600)  # a symbol stuck in a call that never returns
+    return TaskRunContext.get().task.timeout_seconds
+
+
+@pytest.mark.slow
+def test_a_symbol_stuck_on_a_dask_worker_fails_at_the_deadline_without_the_others(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Dask worker runs tasks in a thread, where Prefect's task timeout cannot interrupt (and
+    warns so on every task run): the tasks go without one, and the flow stops waiting for a
+    symbol at `SYMBOL_TIMEOUT_S`, reporting it failed while the others complete."""
+    monkeypatch.delenv("CANDLECAST_DASK_ADDRESS", raising=False)
+    monkeypatch.setattr("tasks.parallel.SYMBOL_TIMEOUT_S", 15.0)
+    get_settings.cache_clear()
+
+    @flow
+    def stuck() -> dict[str, Any]:
+        return fan_out(_timeout_seen, ["FAST", "HANG"], {}, runner="dask", workers=2)
+
+    states = stuck()
+    assert states["FAST"].is_completed() and states["FAST"].result() is None
+    assert states["HANG"].is_failed()
+    assert states["HANG"].message == "HANG: still Running after 15 s"
 
 
 def test_training_limit_is_created_once_when_processes_first_train_together(
