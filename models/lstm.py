@@ -229,8 +229,8 @@ def predict(model: keras.Model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
     A network that :func:`build` made runs as a NumPy forward pass (:func:`numpy_forward`):
     a Keras call runs the LSTM's time steps eagerly, op by op, about 10-17 ms a call however
     few the rows, and a symbol's day makes dozens of calls (the per-epoch price-MAPE hook,
-    the evaluation, the champion gate, the plots, the recursive forecast; README "Scaling
-    out", Benchmarks). Any other model goes through direct Keras calls.
+    the evaluation, the champion gate, the plots, the recursive forecast; README "The model",
+    bench/inference.py). Any other model goes through direct Keras calls.
     """
     if len(x) == 0:
         return np.empty(0, dtype=np.float32)
@@ -284,8 +284,8 @@ def _blas() -> Any:
     """The process's BLAS pools. A NumPy pass under ``ONE_BLAS_THREAD_BELOW_FLOP`` runs on one
     thread: OpenBLAS's threads gain nothing on such small matrices and spin between calls
     (with two, a `default` next day took 50% more CPU for the same wall: README "The
-    model"); a larger one (the `seed` network on a whole part) uses the pool, which halves
-    its time."""
+    model"); a larger one (the `seed` network on a whole part) uses the pool: on one thread
+    a call of 1,000 rows took 644 ms against Keras's 383 ms, with the pool 380 ms."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
