@@ -7,8 +7,10 @@ At worker start, before any task: sizes TensorFlow's and BLAS's thread pools to 
 ``--nthreads`` (one process per core and one thread each is the layout that trains fastest
 here: bench/daily_run.py), imports TensorFlow and the daily pipeline, and trains a throwaway
 ``default`` model (``tasks.train.warm_up``), so the first symbol a daily run sends to the
-worker waits neither for imports nor for TensorFlow's first-call set-up. It also stops the
-worker's statistical profiler (``tasks.parallel.DASK_WORKER_CONFIG`` says why).
+worker waits neither for imports nor for TensorFlow's first-call set-up; then it takes what
+is alive out of the garbage collector's full passes (``tasks.parallel.freeze_heap``). It
+also stops the worker's statistical profiler (``tasks.parallel.DASK_WORKER_CONFIG`` says
+why).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def prepare_worker(threads: int) -> None:
     """Make this process a long-lived worker: TensorFlow's and BLAS's pools sized to
     ``threads``, the daily pipeline imported, TensorFlow's first-call costs paid
     (``tasks.train.warm_up``). Also the initializer of bench/daily_run.py's process pool."""
-    from tasks.parallel import limit_threads
+    from tasks.parallel import freeze_heap, limit_threads
 
     limit_threads(threads)
     import tasks.daily  # noqa: F401 - the import is the point
@@ -38,4 +40,5 @@ def prepare_worker(threads: int) -> None:
     from tasks.train import warm_up
 
     seconds = warm_up(preset("default"))
+    freeze_heap()  # what is alive now lives as long as the worker
     logging.getLogger("candlecast").info("worker warmed up in %.1f s", seconds)

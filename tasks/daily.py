@@ -24,7 +24,7 @@ from db.schema import ModelVersion
 from db.session import session_factory
 from tasks.ingest import IngestResult, ingest_symbol
 from tasks.logs import current_flow_run_id, run_logger
-from tasks.parallel import SYMBOL_TIMEOUT_S, training_slot
+from tasks.parallel import SYMBOL_TIMEOUT_S, freeze_heap, training_slot
 from tasks.registry import forecast_rows, load_trained, register
 from tasks.report import publish_plots
 from tasks.timing import Stages
@@ -94,6 +94,7 @@ def forecast_symbol(
 
     stages = Stages()
     began = time.perf_counter()
+    freeze_heap()  # once per process: full collections then skip what is loaded by now
     settings = settings or get_settings()
     symbol, exchange, timeframe = (
         check_symbol(symbol),

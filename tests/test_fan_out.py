@@ -3,6 +3,7 @@ training concurrency limit, and the per-series ingest lock on both databases."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -55,6 +56,32 @@ def test_a_worker_limits_blas_threads_loaded_before_it_was_prepared() -> None:
     pools = [tuple(p) for p in json.loads(done.stdout.strip().splitlines()[-1])]
     assert ("openblas", 1) in pools or ("mkl", 1) in pools  # NumPy's, loaded first
     assert all(threads == 1 for _, threads in pools), pools
+
+
+def test_freeze_heap_collects_the_garbage_then_freezes_what_is_alive_once() -> None:
+    """In a fresh process: a reference cycle already garbage is collected, not frozen; a live
+    one leaves the collector's generations; a second call freezes nothing more."""
+    import json
+    import subprocess
+
+    code = (
+        "import gc, json, weakref\n"
+        "class Node: pass\n"
+        "dropped = Node(); dropped.me = dropped; gone = weakref.ref(dropped); del dropped\n"
+        "kept = Node(); kept.me = kept\n"
+        "from tasks.parallel import freeze_heap\n"
+        "freeze_heap(); frozen = gc.get_freeze_count()\n"
+        "later = Node(); later.me = later\n"
+        "freeze_heap()\n"
+        "tracked = gc.get_objects()\n"
+        "print(json.dumps({'collected': gone() is None, 'frozen': frozen, "
+        "'again': gc.get_freeze_count() - frozen, 'kept': any(o is kept for o in tracked), "
+        "'later': any(o is later for o in tracked)}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["collected"] and seen["frozen"] > 0, seen
+    assert seen == seen | {"again": 0, "kept": False, "later": True}
 
 
 def test_runner_choice() -> None:
@@ -168,9 +195,13 @@ def test_a_standing_dask_cluster_named_in_the_settings_gets_every_symbol(
         Client(cluster) as client,
     ):  # fmt: skip
         warm = client.run(
-            lambda: (os.environ["TF_NUM_INTRAOP_THREADS"], "tensorflow" in sys.modules)
+            lambda: (
+                os.environ["TF_NUM_INTRAOP_THREADS"],
+                "tensorflow" in sys.modules,
+                gc.get_freeze_count() > 100_000,  # TensorFlow's objects among them
+            )
         )
-        assert list(warm.values()) == [("1", True), ("1", True)]  # sized and imported
+        assert list(warm.values()) == [("1", True, True)] * 2  # sized, imported, frozen
         callbacks = client.run(lambda dask_worker: set(dask_worker.periodic_callbacks))
         assert all(_without_profiler(c) for c in callbacks.values())
         monkeypatch.setenv("CANDLECAST_DASK_ADDRESS", cluster.scheduler_address)
