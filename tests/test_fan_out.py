@@ -38,22 +38,26 @@ from tests.conftest import wavy_cdd_csv
 SYMBOLS = ["WAVEUSDT", "WAVFUSDT", "WAVGUSDT"]
 
 
-def test_a_worker_limits_blas_threads_loaded_before_it_was_prepared() -> None:
-    """`limit_threads`, run first in a spawned worker, also shrinks the BLAS pool that NumPy
-    loaded before it (one thread per core by default), not only the libraries loaded after."""
+def _json_printed_by(code: str, env: dict[str, str] | None = None) -> Any:
+    """Run ``code`` in a fresh Python process; the JSON its last line of output holds."""
     import json
     import subprocess
 
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_worker_limits_blas_threads_loaded_before_it_was_prepared() -> None:
+    """`limit_threads`, run first in a spawned worker, also shrinks the BLAS pool that NumPy
+    loaded before it (one thread per core by default), not only the libraries loaded after."""
     code = (
         "import json, numpy; from tasks.parallel import limit_threads; limit_threads(1); "
         "from threadpoolctl import threadpool_info; "
         "print(json.dumps([(i['internal_api'], i['num_threads']) for i in threadpool_info()]))"
     )
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    pools = [tuple(p) for p in json.loads(done.stdout.strip().splitlines()[-1])]
+    pools = [tuple(p) for p in _json_printed_by(code, env)]
     assert ("openblas", 1) in pools or ("mkl", 1) in pools  # NumPy's, loaded first
     assert all(threads == 1 for _, threads in pools), pools
 
@@ -61,9 +65,6 @@ def test_a_worker_limits_blas_threads_loaded_before_it_was_prepared() -> None:
 def test_freeze_heap_collects_the_garbage_then_freezes_what_is_alive_once() -> None:
     """In a fresh process: a reference cycle already garbage is collected, not frozen; a live
     one leaves the collector's generations; a second call freezes nothing more."""
-    import json
-    import subprocess
-
     code = (
         "import gc, json, weakref\n"
         "class Node: pass\n"
@@ -78,8 +79,7 @@ def test_freeze_heap_collects_the_garbage_then_freezes_what_is_alive_once() -> N
         "'again': gc.get_freeze_count() - frozen, 'kept': any(o is kept for o in tracked), "
         "'later': any(o is later for o in tracked)}))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = _json_printed_by(code)
     assert seen["collected"] and seen["frozen"] > 0, seen
     assert seen == seen | {"again": 0, "kept": False, "later": True}
 
