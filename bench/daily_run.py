@@ -30,7 +30,9 @@ walls end in .1 s; README "Scaling out", Benchmarks). Speed-ups are printed on b
 The ``cpu`` columns are the CPU seconds each role used during the run (``cpu_seconds``: the
 flow's process, the worker processes, the Prefect server, PostgreSQL) and ``cores`` their sum
 over the wall: how busy the run kept the machine, and what the engines cost in CPU rather
-than in waiting.
+than in waiting. Each round's parallel speed-up is printed split exactly into those two: the
+cores it kept busy over the sequential run's, divided by the CPU it used over the sequential
+run's (the same work: above 1 the parallel layout cost more CPU).
 
 This machine is shared, and the same run takes 1.5-2x longer at one hour than at another, so
 ``--rounds N`` repeats the 4-symbol cases interleaved (sequential, then each parallel runner)
@@ -275,6 +277,7 @@ def summarize(
         "actions": "+".join(actions),
         **stages,
         **{f"cpu_{role}": seconds for role, seconds in cpu.items()},
+        "cpu": sum(cpu.values()),
         "cores": sum(cpu.values()) / wall,
     }
 
@@ -453,7 +456,13 @@ def result_fields(rows: list[dict], databases: list[str], runners: list[str]) ->
     parallel runner's speed-up over sequential per day (median over rounds) on the wall and,
     keyed ``..._running``, on the flow runs' Running time, each also printed with its range.
     ``parallel_speedup_4sym`` (first day) and ``parallel_speedup_4sym_next`` repeat the first
-    database's figures for the standing Dask cluster, else the first parallel runner timed."""
+    database's figures for the standing Dask cluster, else the first parallel runner timed.
+
+    Each round's wall speed-up is also split exactly into two ratios over the sequential
+    run's: the cores the parallel run kept busy (``cores``: CPU seconds of every role over
+    the wall) and the CPU seconds it used for the same work (``cpu``); speed-up = cores
+    ratio / CPU ratio. ``..._cpu_ratio_4sym`` is the CPU ratio's median over rounds: above 1,
+    running in parallel cost more CPU than one after another."""
 
     def walls(db: str, runner: str, day: str, measure: str = "wall") -> dict[int, float]:
         return {
@@ -461,6 +470,11 @@ def result_fields(rows: list[dict], databases: list[str], runners: list[str]) ->
             for r in rows
             if (r["db"], r["symbols"], r["runner"], r["day"]) == (db, 4, runner, day)
         }
+
+    def over_sequential(db: str, runner: str, day: str, measure: str) -> dict[int, float]:
+        """Each round's ``measure`` of ``runner`` over its own sequential run's."""
+        sequential = walls(db, "sequential", day, measure)
+        return {r: value / sequential[r] for r, value in walls(db, runner, day, measure).items()}
 
     fields: dict[str, float] = {}
     # the headline: the layout README recommends, not the best of the runners timed
@@ -482,6 +496,14 @@ def result_fields(rows: list[dict], databases: list[str], runners: list[str]) ->
                       f"({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
                 if (n, runner, measure) == (0, headline, "wall"):
                     fields["parallel_speedup_4sym" + ("_next" if day == "next" else "")] = ratio
+            for day in ("first", "next"):
+                busy, cpu = (over_sequential(db, runner, day, m) for m in ("cores", "cpu"))
+                key = f"{prefix}{runner.replace('-', '_')}_{day}_cpu_ratio_4sym"
+                fields[key] = statistics.median(cpu.values())
+                print(f"{db} {runner} {day} day, wall speed-up = the cores it kept busy / the CPU "
+                      "it used, each over sequential's: " + "; ".join(
+                          f"round {r} {busy[r] / cpu[r]:.2f}x = {busy[r]:.2f}x / {cpu[r]:.2f}x"
+                          for r in sorted(cpu)))  # fmt: skip
         fields[f"{prefix}first_4sym_sequential_s"] = statistics.median(
             walls(db, "sequential", "first").values()
         )

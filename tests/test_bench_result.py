@@ -7,10 +7,11 @@ import pytest
 from bench.daily_run import result_fields
 
 
-def _rows(walls: dict[tuple[str, str, int], float]) -> list[dict]:
+def _rows(walls: dict[tuple[str, str, int], float], cpu: float = 20.0) -> list[dict]:
+    """Rows as bench/daily_run.py's summarize makes them; every run uses ``cpu`` CPU-s."""
     return [
         {"db": "sqlite", "symbols": 4, "runner": runner, "day": day, "round": round_,
-         "wall": wall, "running": wall - 0.5}
+         "wall": wall, "running": wall - 0.5, "cpu": cpu, "cores": cpu / wall}
         for (runner, day, round_), wall in walls.items()
     ]  # fmt: skip
 
@@ -46,3 +47,21 @@ def test_the_headline_is_the_recommended_layout_not_the_best_of_several():
     fields = result_fields(_rows(walls), ["sqlite"], runners)
     assert fields["parallel_speedup_4sym"] == pytest.approx(1.6)
     assert fields["processes_first_speedup_4sym"] == pytest.approx(2.0)
+
+
+def test_each_rounds_speedup_splits_into_cores_kept_busy_over_cpu_used(
+    capsys: pytest.CaptureFixture[str],
+):
+    rows = _rows({("sequential", "next", 1): 6.0, ("sequential", "next", 2): 6.0}, cpu=6.0)
+    rows += _rows({("dask-cluster", "next", 1): 4.0}, cpu=7.2)  # 1.8 cores, 1.2x the CPU
+    rows += _rows({("dask-cluster", "next", 2): 3.0}, cpu=6.0)  # 2 cores, the same CPU
+    rows += [r | {"day": "first", "cpu": 2 * r["cpu"], "cores": 2 * r["cores"]} for r in rows]
+    fields = result_fields(rows, ["sqlite"], ["sequential", "dask-cluster"])
+    assert fields["dask_cluster_next_cpu_ratio_4sym"] == pytest.approx(1.1)  # median of 1.2, 1.0
+    assert fields["dask_cluster_first_cpu_ratio_4sym"] == pytest.approx(1.1)
+    printed = capsys.readouterr().out.splitlines()
+    split = "round 1 1.50x = 1.80x / 1.20x; round 2 2.00x = 2.00x / 1.00x"
+    assert [line.split(" day,")[0] for line in printed if line.endswith(split)] == [
+        "sqlite dask-cluster first",
+        "sqlite dask-cluster next",
+    ]
