@@ -3,7 +3,11 @@ parallel, the first run (full training) and the next day's (one new candle).
 
     .venv/bin/python -m bench.daily_run [--databases sqlite,postgresql] [--preset default]
         [--runners sequential,processes,dask-cluster] [--rounds N] [--no-single]
-        [--prefect-db sqlite|postgresql] [--plots all|promoted|none]
+        [--prefect-db sqlite|postgresql] [--plots all|promoted|none] [--symbols N]
+
+``--symbols N`` times N symbols instead of 4: the 4 real pairs, then copies of their files
+under new names (``bench_symbols``), so a run shows how the figures move with the number of
+pairs; the RESULT keys then say ``Nsym``.
 
 Parallel runs two ways, two workers each: ``processes`` (a process pool the flow run starts
 and stops itself, so every run pays for spawning the workers and importing TensorFlow in
@@ -35,13 +39,13 @@ cores it kept busy over the sequential run's, divided by the CPU it used over th
 run's (the same work: above 1 the parallel layout cost more CPU).
 
 This machine is shared, and the same run takes 1.5-2x longer at one hour than at another, so
-``--rounds N`` repeats the 4-symbol cases interleaved (sequential, then each parallel runner)
-and the speed-ups are each round's own ratio, median over rounds. Each round first measures
-two ceilings, against which the pipeline's speed-up is read: one ``default`` training alone
-against two of them side by side in two single-threaded processes (no Prefect, no database),
-and the whole per-symbol pipeline for the 4 symbols called as plain functions, one after
-another in this process against spread over those two processes (no Prefect, no Dask): what
-two cores give the training, and the pipeline, at that moment.
+``--rounds N`` repeats the 4-symbol (``--symbols``) cases interleaved (sequential, then each
+parallel runner) and the speed-ups are each round's own ratio, median over rounds. Each round
+first measures two ceilings, against which the pipeline's speed-up is read: one ``default``
+training alone against two of them side by side in two single-threaded processes (no Prefect,
+no database), and the whole per-symbol pipeline for the same symbols called as plain functions,
+one after another in this process against spread over those two processes (no Prefect, no
+Dask): what two cores give the training, and the pipeline, at that moment.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ STAGES = [
     "plots",
     "artifact",
 ]
-SYMBOLS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "BNBUSDT"]
+PAIRS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "BNBUSDT"]  # DAILY_FILES' pairs, in their order
 RUNNERS = ["sequential", "processes", "dask-cluster"]
 
 
@@ -89,22 +93,61 @@ def _seconds(line: str) -> float:
     return unix / 1000.0 if unix >= 100_000_000_000 else unix
 
 
-def write_mirrors(root: Path) -> tuple[Path, Path]:
-    """(day 1, day 2) folders: day 2 holds the files as shipped, day 1 the same files without
-    the newest final candle (and anything newer)."""
+def _header_row(lines: list[str]) -> int:
+    """The index of a CDD file's column-name line (after the site's own first line)."""
+    return next(i for i, line in enumerate(lines) if line.lower().startswith("unix"))
+
+
+def bench_symbols(count: int) -> list[str]:
+    """``count`` symbols: the 4 real pairs, then as many more as asked, each a real pair's file
+    under a new name (``BTC2USDT``, ``ETH2USDT``, ..., ``BTC3USDT``): the same candles, so the
+    same work, for as many pairs as a user follows."""
+    if count < 1:
+        raise ValueError(f"symbols must be >= 1, got {count}")
+    real = len(PAIRS)
+    return [
+        PAIRS[i] if i < real else PAIRS[i % real].replace("USDT", f"{i // real + 1}USDT")
+        for i in range(count)
+    ]
+
+
+def renamed_pair(text: str, pair: str, new: str) -> str:
+    """The CDD file ``text`` of ``pair`` as one of ``new`` (same quote currency, the same
+    candles): the symbol column and the base currency's volume column renamed."""
+    base, new_base = pair.removesuffix("USDT"), new.removesuffix("USDT")
+    lines = text.splitlines()
+    header = _header_row(lines)
+    names = lines[header].split(",")
+    at = [name.lower() for name in names].index("symbol")
+    volume = f"volume {base.lower()}"
+    names = [name[: -len(base)] + new_base if name.lower() == volume else name for name in names]
+    rows = [line.split(",") for line in lines[header + 1 :]]
+    for cells in rows:
+        if len(cells) > at:
+            cells[at] = cells[at].replace(base, new_base, 1)
+    return "\n".join(lines[:header] + [",".join(cells) for cells in [names, *rows]]) + "\n"
+
+
+def write_mirrors(root: Path, symbols: list[str]) -> tuple[Path, Path]:
+    """(day 1, day 2) folders with a daily file per symbol (``bench_symbols``): day 2 holds
+    the files as shipped, day 1 the same files without the newest final candle (and anything
+    newer)."""
     day1, day2 = root / "day1", root / "day2"
     day1.mkdir()
     day2.mkdir()
-    for path in DAILY_FILES:
+    for n, symbol in enumerate(symbols):
+        pair, path = PAIRS[n % len(PAIRS)], DAILY_FILES[n % len(PAIRS)]
         _, frame = load_daily(path)
         newest = frame.index[-1].timestamp()
-        lines = path.read_text().splitlines()
-        header = next(i for i, line in enumerate(lines) if line.lower().startswith("unix"))
+        text = path.read_text() if symbol == pair else renamed_pair(path.read_text(), pair, symbol)
+        lines = text.splitlines()
+        header = _header_row(lines)
         kept = lines[: header + 1] + [
             line for line in lines[header + 1 :] if line.strip() and _seconds(line) < newest
         ]
-        (day1 / path.name).write_text("\n".join(kept) + "\n")
-        (day2 / path.name).write_text(path.read_text())
+        name = f"Binance_{symbol}_d.csv"
+        (day1 / name).write_text("\n".join(kept) + "\n")
+        (day2 / name).write_text(text)
     return day1, day2
 
 
@@ -336,8 +379,10 @@ def _symbol_step(symbol: str, url: str, mirror: str, data_dir: str) -> None:
     )
 
 
-def engine_free(pool: Executor, tmp: Path, day1: Path, day2: Path) -> dict[str, float]:
-    """The whole per-symbol pipeline for the 4 symbols, first and next day, without Prefect
+def engine_free(
+    pool: Executor, tmp: Path, day1: Path, day2: Path, symbols: list[str]
+) -> dict[str, float]:
+    """The whole per-symbol pipeline for the symbols, first and next day, without Prefect
     or Dask: ``forecast_symbol.fn`` one symbol after another in this process (TensorFlow on
     every core, as in a sequential flow run), then spread over ``pool``'s two single-threaded
     processes; each on a fresh SQLite database. What two cores give the pipeline itself, to
@@ -346,7 +391,7 @@ def engine_free(pool: Executor, tmp: Path, day1: Path, day2: Path) -> dict[str, 
     for runner in ("sequential", "parallel"):
         with database("sqlite", tmp, "") as url:
             for day, files in (("first", day1), ("next", day2)):
-                steps = [(s, url, str(files), str(tmp)) for s in SYMBOLS]
+                steps = [(s, url, str(files), str(tmp)) for s in symbols]
                 began = time.perf_counter()
                 if runner == "sequential":
                     for step in steps:
@@ -364,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="admin URL of a server")
     parser.add_argument("--no-single", action="store_true", help="skip the 1-symbol cases")
-    parser.add_argument("--runners", default=",".join(RUNNERS), help="4-symbol runners to time")
+    parser.add_argument("--runners", default=",".join(RUNNERS), help="runners to time")
     parser.add_argument(
         "--prefect-db",
         choices=["sqlite", "postgresql"],
@@ -372,7 +417,13 @@ def main(argv: list[str] | None = None) -> None:
         help="where the temporary Prefect server keeps its own metadata",
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="repeat the 4-symbol cases, interleaved, N times"
+        "--symbols",
+        type=int,
+        default=4,
+        help="symbols per run: the 4 real pairs, then copies of their files under new names",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the --symbols cases, interleaved"
     )
     parser.add_argument(
         "--plots",
@@ -397,21 +448,22 @@ def main(argv: list[str] | None = None) -> None:
         pool = stack.enter_context(  # workers set up as a standing Dask cluster's
             ProcessPoolExecutor(2, get_context("spawn"), prepare_worker, (1,))
         )
-        day1, day2 = write_mirrors(tmp)
+        symbols = bench_symbols(args.symbols)
+        day1, day2 = write_mirrors(tmp, symbols)
         live = tmp / "live"  # the "CDD" every run reads: each day's files copied in
         for round_ in range(1, args.rounds + 1):
             alone, both, ceiling = parallel_ceiling(pool)
             ceilings.append(ceiling)
             print(f"round {round_}: one default training alone {alone:.2f} s, two side by side "
                   f"{both:.2f} s: two cores give this workload {ceiling:.2f}x")  # fmt: skip
-            free.append(engine_free(pool, tmp, day1, day2))
-            print(f"round {round_}: without Prefect or Dask, 4 symbols " + ", ".join(
+            free.append(engine_free(pool, tmp, day1, day2, symbols))
+            print(f"round {round_}: without Prefect or Dask, {len(symbols)} symbols " + ", ".join(
                 f"{day} day {free[-1][f'sequential_{day}']:.2f} s -> "
                 f"{free[-1][f'parallel_{day}']:.2f} s" for day in ("first", "next")))  # fmt: skip
-            cases = [] if args.no_single or round_ > 1 else [(SYMBOLS[:1], "sequential")]
-            cases += [(SYMBOLS, runner) for runner in runners]
+            cases = [] if args.no_single or round_ > 1 else [(symbols[:1], "sequential")]
+            cases += [(symbols, runner) for runner in runners]
             for db in databases:
-                for symbols, runner in cases:
+                for run_symbols, runner in cases:
                     with contextlib.ExitStack() as case:
                         url = case.enter_context(database(db, tmp, args.postgres))
                         address = None
@@ -422,11 +474,11 @@ def main(argv: list[str] | None = None) -> None:
                             shutil.copytree(files, live, dirs_exist_ok=True)
                             before = cpu_seconds()
                             wall, running, outcomes, workers = run_day(
-                                url, live, tmp, symbols, runner, args.preset, address
+                                url, live, tmp, run_symbols, runner, args.preset, address
                             )
                             after = cpu_seconds()
                             cpu = {role: after[role] - before[role] for role in CPU_ROLES}
-                            row = summarize(db, len(symbols), runner, day, wall, running,
+                            row = summarize(db, len(run_symbols), runner, day, wall, running,
                                             outcomes, workers, cpu)  # fmt: skip
                             rows.append(row | {"round": round_})
                             print_table(rows[-1:])
@@ -435,11 +487,11 @@ def main(argv: list[str] | None = None) -> None:
           "prefect+ = wall - in-task/workers (Prefect, process start-up, imbalance); cpu: "
           "CPU seconds used in the run by role (cpu_seconds); cores = sum / wall")  # fmt: skip
     print_table(rows)
-    fields = result_fields(rows, databases, runners)
+    fields = result_fields(rows, databases, runners, len(symbols))
     fields["parallel_ceiling"] = statistics.median(ceilings)
     for day in ("first", "next"):
         ratios = [f[f"sequential_{day}"] / f[f"parallel_{day}"] for f in free]
-        fields[f"engine_free_{day}_speedup_4sym"] = statistics.median(ratios)
+        fields[f"engine_free_{day}_speedup_{len(symbols)}sym"] = statistics.median(ratios)
         print(f"without Prefect or Dask, {day} day: {statistics.median(ratios):.2f}x "
               f"({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
     print(f"\nrounds: {args.rounds}; speed-ups are each round's sequential wall over its "
@@ -451,12 +503,15 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def result_fields(rows: list[dict], databases: list[str], runners: list[str]) -> dict[str, float]:
-    """The RESULT line's figures: per database, the fastest 4-symbol next-day wall, and each
-    parallel runner's speed-up over sequential per day (median over rounds) on the wall and,
-    keyed ``..._running``, on the flow runs' Running time, each also printed with its range.
-    ``parallel_speedup_4sym`` (first day) and ``parallel_speedup_4sym_next`` repeat the first
-    database's figures for the standing Dask cluster, else the first parallel runner timed.
+def result_fields(
+    rows: list[dict], databases: list[str], runners: list[str], count: int = 4
+) -> dict[str, float]:
+    """The RESULT line's figures for the ``count``-symbol cases (keys ``..._4sym...`` for 4):
+    per database, the fastest next-day wall, and each parallel runner's speed-up over
+    sequential per day (median over rounds) on the wall and, keyed ``..._running``, on the
+    flow runs' Running time, each also printed with its range. ``parallel_speedup_4sym``
+    (first day) and ``parallel_speedup_4sym_next`` repeat the first database's figures for the
+    standing Dask cluster, else the first parallel runner timed.
 
     Each round's wall speed-up is also split exactly into two ratios over the sequential
     run's: the cores the parallel run kept busy (``cores``: CPU seconds of every role over
@@ -468,7 +523,7 @@ def result_fields(rows: list[dict], databases: list[str], runners: list[str]) ->
         return {
             r["round"]: r[measure]
             for r in rows
-            if (r["db"], r["symbols"], r["runner"], r["day"]) == (db, 4, runner, day)
+            if (r["db"], r["symbols"], r["runner"], r["day"]) == (db, count, runner, day)
         }
 
     def over_sequential(db: str, runner: str, day: str, measure: str) -> dict[int, float]:
@@ -477,11 +532,12 @@ def result_fields(rows: list[dict], databases: list[str], runners: list[str]) ->
         return {r: value / sequential[r] for r, value in walls(db, runner, day, measure).items()}
 
     fields: dict[str, float] = {}
+    sym = f"{count}sym"  # in every key: the figures are for ``count`` symbols
     # the headline: the layout README recommends, not the best of the runners timed
     headline = "dask-cluster" if "dask-cluster" in runners else next(iter(runners[1:]), None)
     for n, db in enumerate(databases):
         prefix = "" if n == 0 else f"{db}_"
-        fields[f"{prefix}next_day_4sym_s"] = min(
+        fields[f"{prefix}next_day_{sym}_s"] = min(
             min(walls(db, runner, "next").values()) for runner in runners
         )
         for runner in runners[1:]:
@@ -489,22 +545,22 @@ def result_fields(rows: list[dict], databases: list[str], runners: list[str]) ->
                 sequential = walls(db, "sequential", day, measure)
                 parallel = walls(db, runner, day, measure)
                 ratios = [sequential[r] / parallel[r] for r in sorted(parallel)]
-                key = f"{prefix}{runner.replace('-', '_')}_{day}_speedup_4sym"
+                key = f"{prefix}{runner.replace('-', '_')}_{day}_speedup_{sym}"
                 key += "_running" if measure == "running" else ""
                 fields[key] = ratio = statistics.median(ratios)
                 print(f"{db} {runner} {day} day, {measure}: {ratio:.2f}x "
                       f"({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
                 if (n, runner, measure) == (0, headline, "wall"):
-                    fields["parallel_speedup_4sym" + ("_next" if day == "next" else "")] = ratio
+                    fields[f"parallel_speedup_{sym}" + ("_next" if day == "next" else "")] = ratio
             for day in ("first", "next"):
                 busy, cpu = (over_sequential(db, runner, day, m) for m in ("cores", "cpu"))
-                key = f"{prefix}{runner.replace('-', '_')}_{day}_cpu_ratio_4sym"
+                key = f"{prefix}{runner.replace('-', '_')}_{day}_cpu_ratio_{sym}"
                 fields[key] = statistics.median(cpu.values())
                 print(f"{db} {runner} {day} day, wall speed-up = the cores it kept busy / the CPU "
                       "it used, each over sequential's: " + "; ".join(
                           f"round {r} {busy[r] / cpu[r]:.2f}x = {busy[r]:.2f}x / {cpu[r]:.2f}x"
                           for r in sorted(cpu)))  # fmt: skip
-        fields[f"{prefix}first_4sym_sequential_s"] = statistics.median(
+        fields[f"{prefix}first_{sym}_sequential_s"] = statistics.median(
             walls(db, "sequential", "first").values()
         )
     return fields

@@ -1,10 +1,18 @@
-"""The RESULT line of bench/daily_run.py: the figures the issue asks for, computed per round."""
+"""The RESULT line of bench/daily_run.py: the figures the issue asks for, computed per round;
+and the symbols it times beyond the 4 real pairs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
-from bench.daily_run import result_fields
+from bench.daily_run import PAIRS, bench_symbols, renamed_pair, result_fields
+from candlecast.errors import ParseError
+from tasks.cdd import parse_cdd_csv
+
+DATA = Path(__file__).parent / "data"
 
 
 def _rows(walls: dict[tuple[str, str, int], float], cpu: float = 20.0) -> list[dict]:
@@ -65,3 +73,25 @@ def test_each_rounds_speedup_splits_into_cores_kept_busy_over_cpu_used(
         "sqlite dask-cluster first",
         "sqlite dask-cluster next",
     ]
+
+
+def test_the_symbols_beyond_the_real_pairs_are_their_files_under_new_names():
+    assert bench_symbols(4) == PAIRS
+    assert bench_symbols(9) == [*PAIRS, "BTC2USDT", "ETH2USDT", "ADA2USDT", "BNB2USDT", "BTC3USDT"]
+    for pair, new in zip(PAIRS, bench_symbols(8)[4:], strict=True):
+        text = (DATA / f"Binance_{pair}_d.csv").read_text()
+        original = parse_cdd_csv(text.encode(), symbol=pair, timeframe="d").frame
+        renamed = parse_cdd_csv(renamed_pair(text, pair, new).encode(), symbol=new, timeframe="d")
+        pd.testing.assert_frame_equal(renamed.frame, original)  # the same candles, volumes too
+        with pytest.raises(ParseError, match=pair):  # and no longer the old pair's file
+            parse_cdd_csv(renamed_pair(text, pair, new).encode(), symbol=pair, timeframe="d")
+
+
+def test_more_symbols_name_their_count_in_the_result_keys():
+    walls = {("sequential", day, 1): 16.0 for day in ("first", "next")}
+    walls |= {("dask-cluster", day, 1): 9.0 for day in ("first", "next")}
+    rows = [r | {"symbols": 8} for r in _rows(walls)]
+    fields = result_fields(rows, ["sqlite"], ["sequential", "dask-cluster"], count=8)
+    assert fields["parallel_speedup_8sym"] == pytest.approx(16 / 9)
+    assert fields["next_day_8sym_s"] == 9.0
+    assert not [key for key in fields if "4sym" in key]
