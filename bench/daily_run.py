@@ -131,23 +131,26 @@ def renamed_pair(text: str, pair: str, new: str) -> str:
 def write_mirrors(root: Path, symbols: list[str]) -> tuple[Path, Path]:
     """(day 1, day 2) folders with a daily file per symbol (``bench_symbols``): day 2 holds
     the files as shipped, day 1 the same files without the newest final candle (and anything
-    newer)."""
+    newer). Each real file is read and parsed once, however many symbols copy it."""
     day1, day2 = root / "day1", root / "day2"
     day1.mkdir()
     day2.mkdir()
-    for n, symbol in enumerate(symbols):
-        pair, path = PAIRS[n % len(PAIRS)], DAILY_FILES[n % len(PAIRS)]
+    days: dict[str, tuple[str, str]] = {}  # pair: (day 1 text, day 2 text)
+    for pair, path in zip(PAIRS, DAILY_FILES, strict=True):
         _, frame = load_daily(path)
         newest = frame.index[-1].timestamp()
-        text = path.read_text() if symbol == pair else renamed_pair(path.read_text(), pair, symbol)
+        text = path.read_text()
         lines = text.splitlines()
         header = _header_row(lines)
         kept = lines[: header + 1] + [
             line for line in lines[header + 1 :] if line.strip() and _seconds(line) < newest
         ]
-        name = f"Binance_{symbol}_d.csv"
-        (day1 / name).write_text("\n".join(kept) + "\n")
-        (day2 / name).write_text(text)
+        days[pair] = ("\n".join(kept) + "\n", text)
+    for n, symbol in enumerate(symbols):
+        pair = PAIRS[n % len(PAIRS)]
+        for folder, text in zip((day1, day2), days[pair], strict=True):
+            renamed = text if symbol == pair else renamed_pair(text, pair, symbol)
+            (folder / f"Binance_{symbol}_d.csv").write_text(renamed)
     return day1, day2
 
 
