@@ -12,8 +12,9 @@ pairs; the RESULT keys then say ``Nsym``.
 Parallel runs two ways, two workers each: ``processes`` (a process pool the flow run starts
 and stops itself, so every run pays for spawning the workers and importing TensorFlow in
 them) and ``dask-cluster`` (a standing local Dask cluster, as a deployment keeps one running
-beside its Prefect server: started before the timed runs, its workers preloaded with
-``candlecast.dask_worker``; its start-up is printed, not counted in the runs).
+beside its Prefect server: started before the timed runs with README's ``dask scheduler`` and
+``dask worker`` commands and their preloads, ``standing_cluster``; its start-up is printed,
+not counted in the runs).
 
 BTC, ETH, ADA and BNB daily files from shared/data/cryptodatadownload are served from a local
 folder; on the first day each file lacks its newest final candle, which the next day's copy
@@ -56,6 +57,7 @@ import itertools
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -86,6 +88,8 @@ STAGES = [
 ]
 PAIRS = ["BTCUSDT", "ETHUSDT", "ADAUSDT", "BNBUSDT"]  # DAILY_FILES' pairs, in their order
 RUNNERS = ["sequential", "processes", "dask-cluster"]
+DASK = str(Path(sys.executable).with_name("dask"))  # the venv's command, as README runs it
+CLUSTER_START_S = 180.0  # for a standing cluster's workers to import TensorFlow and warm up
 
 
 def _seconds(line: str) -> float:
@@ -183,7 +187,7 @@ CPU_ROLES = ("flow", "workers", "server", "postgres")
 
 def cpu_seconds() -> dict[str, float]:
     """CPU seconds (user + system) used so far, by role: ``flow`` this process (the flow
-    engine, a sequential run's work, the standing cluster's scheduler and client),
+    engine, a sequential run's work, the Dask client) and the standing cluster's scheduler,
     ``workers`` its other descendants, running (Dask nannies and workers, the idle ceiling
     pool) or ended and waited for (the pool a ``processes`` run starts and stops:
     ``RUSAGE_CHILDREN``), ``server`` the temporary Prefect server (uvicorn), ``postgres``
@@ -197,8 +201,9 @@ def cpu_seconds() -> dict[str, float]:
     roles = [("flow", me)]
     for child in me.children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            command = " ".join(child.cmdline())
-            roles.append(("server" if "uvicorn" in command else "workers", child))
+            command = child.cmdline()
+            role = "server" if "uvicorn" in " ".join(command) else "workers"
+            roles.append(("flow" if command[1:3] == [DASK, "scheduler"] else role, child))
     roles += [
         ("postgres", p)
         for p in psutil.process_iter(["name"])
@@ -216,23 +221,67 @@ def cpu_seconds() -> dict[str, float]:
 
 @contextmanager
 def standing_cluster(environment: dict[str, str], workers: int = 2) -> Iterator[str]:
-    """A local Dask cluster of ``workers`` single-threaded processes, preloaded like
-    ``dask worker --preload candlecast.dask_worker``; yields the scheduler address."""
-    from distributed import Client, LocalCluster
+    """A Dask cluster started as README "Several machines" step 5 starts one, each part a
+    process of its own with ``environment`` added to this one's: ``dask scheduler --preload
+    candlecast.dask_scheduler``, and ``dask worker --nworkers N --nthreads 1 --preload
+    candlecast.dask_worker``; yields the scheduler's address once every worker has registered
+    (after its preload, so warmed up). Their output goes to log files, whose ends an error
+    shows when the cluster does not come up within ``CLUSTER_START_S``."""
+    import subprocess
+
+    from distributed import Client
 
     began = time.perf_counter()
-    with LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        preload=["candlecast.dask_worker"],
-        env=environment,
-    ) as cluster:
-        with Client(cluster) as client:
-            client.wait_for_workers(workers)
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
+        scheduler_file = Path(folder) / "scheduler.json"
+        logs: list[Path] = []
+
+        def start(*arguments: str) -> subprocess.Popen:
+            logs.append(Path(folder) / f"{arguments[0]}.log")
+            output = stack.enter_context(logs[-1].open("wb"))
+            command = [DASK, *arguments, "--no-dashboard"]
+            environ = os.environ | environment
+            process = subprocess.Popen(  # noqa: S603 - the venv's dask, arguments from here
+                command, env=environ, stdout=output, stderr=subprocess.STDOUT
+            )
+            stack.callback(_stop, process)
+            return process
+
+        def failed(why: str) -> RuntimeError:
+            tails = "\n".join(f"{log.name}: ...{log.read_text()[-1500:]}" for log in logs)
+            return RuntimeError(f"the Dask cluster did not come up: {why}\n{tails}")
+
+        file = ["--scheduler-file", str(scheduler_file)]
+        scheduler = start("scheduler", "--host", "127.0.0.1", "--port", "0", *file,
+                          "--preload", "candlecast.dask_scheduler")  # fmt: skip
+        start("worker", *file, "--nworkers", str(workers), "--nthreads", "1",
+              "--preload", "candlecast.dask_worker")  # fmt: skip
+        deadline = began + CLUSTER_START_S
+        while not scheduler_file.exists():  # Client(scheduler_file=...) would wait for it forever
+            if scheduler.poll() is not None or time.perf_counter() > deadline:
+                raise failed("no scheduler file")
+            time.sleep(0.05)
+        with Client(scheduler_file=str(scheduler_file), timeout=CLUSTER_START_S) as client:
+            try:
+                client.wait_for_workers(workers, timeout=max(1.0, deadline - time.perf_counter()))
+            except TimeoutError:
+                raise failed(f"fewer than {workers} workers") from None
+            address = client.scheduler.address
         print(f"dask cluster of {workers} workers up in {time.perf_counter() - began:.1f} s")
-        yield cluster.scheduler_address
+        yield address
+
+
+def _stop(process) -> None:
+    """Stop a ``dask`` command as Ctrl-C would (it closes its workers first), else kill it."""
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextmanager

@@ -182,18 +182,17 @@ def test_two_dask_workers_forecast_every_symbol(fan_out_env: Settings) -> None:
 def test_a_standing_dask_cluster_named_in_the_settings_gets_every_symbol(
     fan_out_env: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As a deployment runs it: a cluster started beforehand (workers preloaded with
-    candlecast.dask_worker), its address in CANDLECAST_DASK_ADDRESS, runner left at auto."""
-    from distributed import Client, LocalCluster
+    """As a deployment runs it: a cluster started beforehand with README's `dask scheduler` and
+    `dask worker` commands (preloaded with candlecast.dask_scheduler and candlecast.dask_worker),
+    its address in CANDLECAST_DASK_ADDRESS, runner left at auto."""
+    from distributed import Client
+
+    from bench.daily_run import standing_cluster
 
     settings_env = {k: v for k, v in os.environ.items() if k.startswith("CANDLECAST_")}
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-            preload=["candlecast.dask_worker"], env=settings_env,
-        ) as cluster,
-        Client(cluster) as client,
-    ):  # fmt: skip
+    with standing_cluster(settings_env, 2) as address, Client(address) as client:
+        # the scheduler unpickles each task graph: the pipeline imported before the first one
+        assert client.run_on_scheduler(lambda: "flows.daily" in sys.modules)
         warm = client.run(
             lambda: (
                 os.environ["TF_NUM_INTRAOP_THREADS"],
@@ -204,7 +203,7 @@ def test_a_standing_dask_cluster_named_in_the_settings_gets_every_symbol(
         assert list(warm.values()) == [("1", True, True)] * 2  # sized, imported, frozen
         callbacks = client.run(lambda dask_worker: set(dask_worker.periodic_callbacks))
         assert all(_without_profiler(c) for c in callbacks.values())
-        monkeypatch.setenv("CANDLECAST_DASK_ADDRESS", cluster.scheduler_address)
+        monkeypatch.setenv("CANDLECAST_DASK_ADDRESS", address)
         get_settings.cache_clear()
         assert resolve_runner("auto", len(SYMBOLS), None, get_settings().dask_address)[0] == "dask"
         outcomes = daily_forecast(symbols=SYMBOLS, preset="tiny", horizon=2)
