@@ -56,7 +56,9 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -227,8 +229,6 @@ def standing_cluster(environment: dict[str, str], workers: int = 2) -> Iterator[
     candlecast.dask_worker``; yields the scheduler's address once every worker has registered
     (after its preload, so warmed up). Their output goes to log files, whose ends an error
     shows when the cluster does not come up within ``CLUSTER_START_S``."""
-    import subprocess
-
     from distributed import Client
 
     began = time.perf_counter()
@@ -271,11 +271,8 @@ def standing_cluster(environment: dict[str, str], workers: int = 2) -> Iterator[
         yield address
 
 
-def _stop(process) -> None:
+def _stop(process: subprocess.Popen) -> None:
     """Stop a ``dask`` command as Ctrl-C would (it closes its workers first), else kill it."""
-    import signal
-    import subprocess
-
     process.send_signal(signal.SIGINT)
     try:
         process.wait(30)
