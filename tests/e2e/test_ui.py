@@ -116,11 +116,15 @@ def test_quick_run_from_the_ui_completes_and_writes_forecasts(
         expect(page.get_by_text(key, exact=True)).to_be_visible(timeout=UI_TIMEOUT_MS)
     # the plots artifact shows its three pictures, decoded by the browser (palette PNGs)
     page.get_by_text("plots-binance-waveusdt", exact=True).click()
+    # counted, checked and measured in one evaluation: the artifact page renders its
+    # markdown more than once (CI saw three pictures, then none a moment later)
+    loaded = """selector => {
+        const pictures = [...document.querySelectorAll(selector)];
+        const done = pictures.length === 3 && pictures.every(i => i.complete);
+        return done && pictures.map(i => i.naturalWidth);
+    }"""
     selector = 'img[src^="data:image/png;base64,"]'
-    expect(page.locator(selector)).to_have_count(3, timeout=UI_TIMEOUT_MS)
-    decoded = f"[...document.querySelectorAll('{selector}')].every(i => i.complete)"
-    page.wait_for_function(f"() => {decoded}", timeout=UI_TIMEOUT_MS)
-    widths = page.locator(selector).evaluate_all("all => all.map(i => i.naturalWidth)")
+    widths = page.wait_for_function(loaded, arg=selector, timeout=UI_TIMEOUT_MS).json_value()
     assert widths == [1210] * 3, widths  # 0 for a picture the browser could not decode
 
     rows = latest_forecasts(served.db_url, "WAVEUSDT")
