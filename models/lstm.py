@@ -11,7 +11,7 @@ import contextlib
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from models.presets import ModelConfig  # noqa: E402
 
 EpochHook = Callable[[int, dict[str, Any]], None]
 ONE_BLAS_THREAD_BELOW_FLOP = 1e8  # a NumPy forward pass this small runs on one BLAS thread
+CUSTOM_GRADIENT_PREFIX = "CustomGradient-"  # how tf.custom_gradient names what it registers
 
 
 class TrainingDivergedError(RuntimeError):
@@ -150,14 +151,15 @@ def fit(
                 monitor="val_loss", patience=patience, restore_best_weights=True
             )
         )
-    history = model.fit(
-        _batches(train, batch_size, shuffle=True),
-        validation_data=_batches(val, batch_size, shuffle=False) if has_val else None,
-        epochs=epochs,
-        shuffle=False,  # the batches are reshuffled each epoch by _batches
-        verbose=0,
-        callbacks=callbacks,
-    )
+    with releasing_traced_gradients():
+        history = model.fit(
+            _batches(train, batch_size, shuffle=True),
+            validation_data=_batches(val, batch_size, shuffle=False) if has_val else None,
+            epochs=epochs,
+            shuffle=False,  # the batches are reshuffled each epoch by _batches
+            verbose=0,
+            callbacks=callbacks,
+        )
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
@@ -207,20 +209,53 @@ def train_steps(
     y = y.reshape(-1, 1)
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {}
-    for epoch in range(epochs):
-        order = rng.permutation(len(y))
-        total = 0.0
-        for batch, start in enumerate(range(0, len(y), batch_size)):
-            rows = order[start : start + batch_size]
-            loss = float(model.train_on_batch(x[rows], y[rows]))
-            _require_finite(loss, epoch, batch)
-            total += loss * len(rows)
-        logs = {"loss": total / len(y)}
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, logs)
-        for key, value in logs.items():
-            history.setdefault(key, []).append(float(value))
+    with releasing_traced_gradients():
+        for epoch in range(epochs):
+            order = rng.permutation(len(y))
+            total = 0.0
+            for batch, start in enumerate(range(0, len(y), batch_size)):
+                rows = order[start : start + batch_size]
+                loss = float(model.train_on_batch(x[rows], y[rows]))
+                _require_finite(loss, epoch, batch)
+                total += loss * len(rows)
+            logs = {"loss": total / len(y)}
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, logs)
+            for key, value in logs.items():
+                history.setdefault(key, []).append(float(value))
     return history
+
+
+@contextlib.contextmanager
+def releasing_traced_gradients() -> Iterator[None]:
+    """Around a training: drop the gradient functions TensorFlow registered while it ran.
+
+    Keras's train step (TensorFlow backend) sums the gradients through the distribution
+    strategy's ``all_reduce``, a ``tf.custom_gradient``. Traced, that registers a gradient
+    function under a new name (``CustomGradient-<n>``) in TensorFlow's process-wide gradient
+    registry, never removed (tensorflow/tensorflow#97697), and its closure holds the traced
+    tensors: every training kept its whole train-step graph alive after the model was gone,
+    about 10 MiB and 15,000 Python objects per symbol here, which a standing Dask worker piled
+    up day after day and every full garbage collection walked (README "Scaling out").
+
+    Those functions are read only while the same trace builds its gradients, and the optimizer's
+    update is never differentiated, so once the training ends nothing reads them: the ones
+    registered during it go. A process trains one model at a time here (one thread per Dask
+    worker, one symbol at a time in a flow run); a tracing neighbour thread would lose only
+    its optimizer's entry, which it never reads either. If TensorFlow renames its registry,
+    this does nothing (and tests/modelling/test_lstm.py says so).
+    """
+    from tensorflow.python.framework import ops
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    before = set(registry or ())
+    try:
+        yield
+    finally:
+        if isinstance(registry, dict):
+            for name in [n for n in list(registry) if n not in before]:
+                if name.startswith(CUSTOM_GRADIENT_PREFIX):
+                    registry.pop(name, None)
 
 
 def predict(model: keras.Model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import warnings
 
 import keras
@@ -82,6 +84,43 @@ def test_nan_loss_stops_training_with_an_error(direct_steps):
             lstm.train_steps(model, (x, y), epochs=2, batch_size=16, seed=0)
         else:
             lstm.fit(model, (x, y), None, epochs=2, batch_size=16)
+
+
+def _train_step_graphs() -> int:
+    """Traced train-step graphs alive in this process, after a full garbage collection."""
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    gc.collect()
+    return sum(
+        isinstance(o, FuncGraph) and o.name.startswith("one_step_on") for o in gc.get_objects()
+    )
+
+
+@pytest.mark.parametrize("direct_steps", [False, True], ids=["fit", "train_steps"])
+def test_a_finished_training_leaves_no_traced_graph_behind(direct_steps):
+    """TensorFlow's gradient registry kept every traced train step alive (a standing worker
+    grew 10 MiB a symbol): after a training whose model is gone, none of its graphs remain,
+    also when the training failed."""
+    from tensorflow.python.framework import ops
+
+    config = preset("tiny")
+    x = np.random.default_rng(4).normal(size=(24, config.window, 1)).astype(np.float32)
+    rows = {"finite": x[:, -1, 0], "nan": np.full(24, np.nan, dtype=np.float32)}
+
+    def train(y: np.ndarray) -> None:
+        model = lstm.build(config, n_features=1)
+        with contextlib.suppress(lstm.TrainingDivergedError):
+            if direct_steps:
+                lstm.train_steps(model, (x, y), epochs=1, batch_size=8, seed=0)
+            else:
+                lstm.fit(model, (x, y), None, epochs=1, batch_size=8)
+
+    train(rows["finite"])  # Keras's and TensorFlow's own first-use state, once per process
+    graphs, registered = _train_step_graphs(), set(ops._gradient_registry._registry)
+    for y in (rows["finite"], rows["nan"], rows["finite"]):
+        train(y)
+    assert set(ops._gradient_registry._registry) - registered == set()
+    assert _train_step_graphs() == graphs
 
 
 def test_direct_steps_train_every_row_once_per_epoch_and_log_each_epoch():
