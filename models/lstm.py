@@ -235,15 +235,17 @@ def releasing_traced_gradients() -> Iterator[None]:
     function under a new name (``CustomGradient-<n>``) in TensorFlow's process-wide gradient
     registry, never removed (tensorflow/tensorflow#97697), and its closure holds the traced
     tensors: every training kept its whole train-step graph alive after the model was gone,
-    about 10 MiB and 15,000 Python objects per symbol here, which a standing Dask worker piled
-    up day after day and every full garbage collection walked (README "Scaling out").
+    about 10 MiB and 15,000 Python objects per full training here, which a standing Dask
+    worker piled up day after day and every full garbage collection walked (README "Scaling
+    out", bench/long_lived.py).
 
-    Those functions are read only while the same trace builds its gradients, and the optimizer's
-    update is never differentiated, so once the training ends nothing reads them: the ones
-    registered during it go. A process trains one model at a time here (one thread per Dask
-    worker, one symbol at a time in a flow run); a tracing neighbour thread would lose only
-    its optimizer's entry, which it never reads either. If TensorFlow renames its registry,
-    this does nothing (and tests/modelling/test_lstm.py says so).
+    TensorFlow looks a gradient function up only when it differentiates through the op it
+    belongs to, and nothing differentiates through an optimizer's update: once the training
+    ends, the entries registered while it ran are dropped. A process trains one model at a
+    time here (one thread per Dask worker, one symbol at a time in a flow run); a neighbour
+    thread tracing at the same moment would lose only its optimizer's entry, which nothing
+    reads either. If TensorFlow renames its registry this does nothing, and
+    tests/modelling/test_lstm.py fails while the graphs still stay.
     """
     from tensorflow.python.framework import ops
 
@@ -253,8 +255,8 @@ def releasing_traced_gradients() -> Iterator[None]:
         yield
     finally:
         if isinstance(registry, dict):
-            for name in [n for n in list(registry) if n not in before]:
-                if name.startswith(CUSTOM_GRADIENT_PREFIX):
+            for name in list(registry):
+                if name not in before and name.startswith(CUSTOM_GRADIENT_PREFIX):
                     registry.pop(name, None)
 
 
