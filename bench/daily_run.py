@@ -418,7 +418,7 @@ def parallel_ceiling(pool: Executor, epochs: int = 15) -> tuple[float, float, fl
     return alone, both, 2 * alone / both
 
 
-def _symbol_step(symbol: str, url: str, mirror: str, data_dir: str) -> None:
+def symbol_step(symbol: str, url: str, mirror: str, data_dir: str) -> None:
     """One symbol's daily step as a plain function call: no Prefect run, no slot."""
     from candlecast.settings import Settings
     from tasks.daily import forecast_symbol
@@ -444,9 +444,9 @@ def engine_free(
                 began = time.perf_counter()
                 if runner == "sequential":
                     for step in steps:
-                        _symbol_step(*step)
+                        symbol_step(*step)
                 else:
-                    for future in [pool.submit(_symbol_step, *step) for step in steps]:
+                    for future in [pool.submit(symbol_step, *step) for step in steps]:
                         future.result()
                 walls[f"{runner}_{day}"] = time.perf_counter() - began
     return walls

@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from bench.daily_run import PAIRS, bench_symbols, database, write_mirrors
+from bench.daily_run import PAIRS, bench_symbols, database, symbol_step, write_mirrors
 from candlecast.dask_worker import prepare_worker
 
 VARIANTS = ("released", "kept")
@@ -40,9 +40,7 @@ def run_worker(variant: str, count: int) -> list[tuple[str, str, float, float]]:
     """In a fresh worker process: (day, symbol, seconds, resident MiB after) per step."""
     import psutil
 
-    from candlecast.settings import Settings
     from models import lstm
-    from tasks.daily import forecast_symbol
 
     if variant == "kept":
         lstm.releasing_traced_gradients = contextlib.nullcontext
@@ -54,10 +52,9 @@ def run_worker(variant: str, count: int) -> list[tuple[str, str, float, float]]:
         folders = dict(zip(DAYS, write_mirrors(tmp, symbols), strict=True))
         with database("sqlite", tmp, "") as url:
             for day in DAYS:
-                settings = Settings(database_url=url, cdd_base_url=str(folders[day]), data_dir=tmp)
                 for symbol in symbols:
                     began = time.perf_counter()
-                    forecast_symbol.fn(symbol, settings=settings)
+                    symbol_step(symbol, url, str(folders[day]), str(tmp))
                     seconds = time.perf_counter() - began
                     steps.append((day, symbol, seconds, process.memory_info().rss / 2**20))
     return steps
