@@ -205,6 +205,28 @@ def serve(
     _guarded(lambda: serve_deployments(deployment or None, parameters=overrides))
 
 
+@app.command("detect-crashes")
+def detect_crashes(
+    within: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds without a heartbeat or final state before a run is set Crashed "
+            "(default: 3 heartbeat intervals, PREFECT_FLOWS_HEARTBEAT_FREQUENCY).",
+        ),
+    ] = None,
+) -> None:
+    """Have the Prefect server (PREFECT_API_URL) set candlecast's flow runs Crashed once they
+    stop sending heartbeats: their machine died. Run it again to change --within."""
+    from candlecast.crashes import FLOWS, enable_crash_detection
+
+    automation, new = _guarded(lambda: enable_crash_detection(within))
+    seconds = automation.trigger.within.total_seconds()  # type: ignore[union-attr]
+    typer.echo(
+        f"automation {automation.name!r} {'created' if new else 'updated'}: runs of "
+        f"{', '.join(FLOWS)} with no heartbeat for {seconds:g} s are set Crashed"
+    )
+
+
 models_app = typer.Typer(
     help="Model versions: list them (champion marked), prune old bytes.",
     invoke_without_command=True,

@@ -287,8 +287,10 @@ def run_deployments(
     wait for each one's final state.
 
     Each run goes to whichever worker of the deployment's work pool picks it up, and shows as
-    a subflow of the calling flow run. A run still not final after ``DEPLOYMENT_WAIT_S`` (no
-    worker polling the pool, a worker that died) is reported failed and left as it is.
+    a subflow of the calling flow run. A run whose machine died ends Crashed once its
+    heartbeats stop, where ``candlecast detect-crashes`` set that up (``candlecast.crashes``);
+    one still not final after ``DEPLOYMENT_WAIT_S`` (no worker polling the pool, or a dead
+    machine without that) is reported failed and left as it is.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

@@ -93,7 +93,12 @@ def test_db_upgrade_masks_the_password(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_console_script_help_for_each_command(tmp_path: Path) -> None:
     script = Path(sys.executable).with_name("candlecast")
-    for args in (["--help"], ["ingest", "--help"], ["db", "upgrade", "--help"]):
+    for args in (
+        ["--help"],
+        ["ingest", "--help"],
+        ["db", "upgrade", "--help"],
+        ["detect-crashes", "--help"],
+    ):
         out = subprocess.run(
             [str(script), *args],
             capture_output=True,
@@ -144,3 +149,28 @@ def test_run_on_a_temporary_prefect_server_prints_no_errors(
         line for line in done.stderr.splitlines() if "| ERROR" in line or "Traceback" in line
     ]
     assert prefect_errors == []
+
+
+@pytest.mark.parametrize(
+    ("unset", "args", "refusal"),
+    [
+        ("api.url", [], "PREFECT_API_URL is unset"),
+        ("flows.heartbeat_frequency", [], "flow run heartbeats are off"),
+        (None, ["--within", "180"], "longer than the heartbeat interval (180 s"),
+    ],
+)
+def test_detect_crashes_refuses_what_could_not_work(
+    unset: str | None, args: list[str], refusal: str
+) -> None:
+    """Refused before any request (no server answers at that API URL): one line naming the
+    setting to change."""
+    from prefect.settings import temporary_settings
+
+    updates = {"api.url": "http://127.0.0.1:9/api", "flows.heartbeat_frequency": 180}
+    if unset is not None:
+        updates[unset] = None
+    with temporary_settings(updates=updates):
+        result = runner.invoke(app, ["detect-crashes", *args])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: ") and refusal in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -7,11 +7,17 @@ storage folder, and a mirror of three learnable symbols; a fourth symbol has no 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import os
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
+import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import SyncPrefectClient
@@ -19,20 +25,25 @@ from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterKey,
     FlowRunFilter,
+    FlowRunFilterDeploymentId,
     FlowRunFilterId,
     FlowRunFilterParentFlowRunId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from sqlalchemy import select
 
+from candlecast.crashes import AUTOMATION
 from candlecast.serve import PREFECT_YAML, deployments
 from db.schema import Forecast, ModelVersion
 from db.session import session_factory
-from tasks.parallel import SYMBOL_DEPLOYMENT
+from tasks.parallel import DEPLOYMENT_POLL_S, SYMBOL_DEPLOYMENT, run_deployments
 from tests.conftest import wavy_cdd_csv
 from tests.e2e.harness import (
     BIN,
     ROOT,
+    RUN_DEADLINE_S,
     SERVE_STARTUP_S,
     PrefectServer,
     Process,
@@ -40,6 +51,7 @@ from tests.e2e.harness import (
     poll,
     start,
 )
+from tests.rawserver import RawServer, never_answer
 
 POOL = "candlecast"  # prefect.yaml's work pool
 SYMBOLS = ["WAVEUSDT", "WAVFUSDT", "WAVGUSDT"]
@@ -79,6 +91,51 @@ def _prefect(args: list[str], env: dict[str, str]) -> None:
         )
 
 
+def _deploy(api_url: str, tmp_path: Path) -> None:
+    """The ``candlecast`` process pool, with prefect.yaml's deployments registered on it."""
+    cli = clean_env(
+        PREFECT_API_URL=api_url,
+        PREFECT_HOME=str(tmp_path / "cli-home"),
+        PREFECT_CLI_PROMPT="false",
+        DO_NOT_TRACK="1",
+    )
+    _prefect(["work-pool", "create", POOL, "--type", "process", "--overwrite"], cli)
+    _prefect(["deploy", "--all"], cli)
+
+
+def _start_worker(
+    name: str, api_url: str, database_url: str, mirror: str, tmp_path: Path, **variables: str
+) -> Process:
+    """``prefect worker start`` on the pool as README step 4 runs it on a machine of its own
+    (its own PREFECT_HOME and data folder), allowed two flow runs at once."""
+    env = clean_env(
+        PREFECT_API_URL=api_url,
+        PREFECT_HOME=str(tmp_path / name / "prefect-home"),
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp_path / "results"),  # shared
+        CANDLECAST_HOME=str(ROOT),
+        CANDLECAST_DATABASE_URL=database_url,
+        CANDLECAST_CDD_BASE_URL=mirror,
+        CANDLECAST_DATA_DIR=str(tmp_path / name / "data"),
+        CANDLECAST_HTTP_BACKOFF_S="0",
+        DO_NOT_TRACK="1",
+        **variables,
+    )
+    args = [str(BIN / "prefect"), "worker", "start", "--pool", POOL]
+    args += ["--name", name, "--limit", "2"]
+    return start(f"worker {name}", args, env, tmp_path / f"{name}.log")
+
+
+def _wait_registered(client: SyncPrefectClient, name: str, worker: Process) -> None:
+    poll(
+        lambda: _registered(client, name),
+        SERVE_STARTUP_S,
+        f"worker {name} on pool {POOL}",
+        worker,
+        0.5,
+    )
+
+
 @pytest.fixture
 def pool_workers(
     prefect_server: PrefectServer,
@@ -92,40 +149,14 @@ def pool_workers(
     mirror.mkdir()
     for symbol in SYMBOLS:
         (mirror / f"Binance_{symbol}_d.csv").write_bytes(wavy_cdd_csv(symbol))
-    cli = clean_env(
-        PREFECT_API_URL=prefect_server.api_url,
-        PREFECT_HOME=str(tmp_path / "cli-home"),
-        PREFECT_CLI_PROMPT="false",
-        DO_NOT_TRACK="1",
-    )
-    _prefect(["work-pool", "create", POOL, "--type", "process", "--overwrite"], cli)
-    _prefect(["deploy", "--all"], cli)
+    _deploy(prefect_server.api_url, tmp_path)
     workers = []
     try:
         for name in WORKERS:
-            env = clean_env(
-                PREFECT_API_URL=prefect_server.api_url,
-                PREFECT_HOME=str(tmp_path / name / "prefect-home"),
-                PREFECT_WORKER_QUERY_SECONDS="1",
-                PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(tmp_path / "results"),  # shared
-                CANDLECAST_HOME=str(ROOT),
-                CANDLECAST_DATABASE_URL=postgres_db,
-                CANDLECAST_CDD_BASE_URL=str(mirror),
-                CANDLECAST_DATA_DIR=str(tmp_path / name / "data"),
-                CANDLECAST_HTTP_BACKOFF_S="0",
-                DO_NOT_TRACK="1",
-            )
-            args = [str(BIN / "prefect"), "worker", "start", "--pool", POOL]
-            args += ["--name", name, "--limit", "2"]
-            workers.append(start(f"worker {name}", args, env, tmp_path / f"{name}.log"))
+            worker = _start_worker(name, prefect_server.api_url, postgres_db, str(mirror), tmp_path)
+            workers.append(worker)
         for name, worker in zip(WORKERS, workers, strict=True):
-            poll(
-                lambda name=name: _registered(prefect_client, name),
-                SERVE_STARTUP_S,
-                f"worker {name} on pool {POOL}",
-                worker,
-                0.5,
-            )
+            _wait_registered(prefect_client, name, worker)
         yield workers
     finally:
         for worker in workers:
@@ -203,3 +234,133 @@ def test_each_symbol_runs_as_its_own_flow_run_on_two_workers_despite_a_failing_o
     rows = {row.split("|")[1].strip(): row for row in lines if row.startswith("| ")}
     assert all("| retrain | v1 (" in rows[s] for s in SYMBOLS), summary.data
     assert "| **failed** |" in rows[MISSING]
+
+
+HEARTBEAT_S = 30  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY's smallest value
+CRASH_WITHIN_S = 45  # the test's wait; `detect-crashes` waits 3 heartbeat intervals by default
+
+
+@pytest.fixture
+def crash_detection(
+    prefect_server: PrefectServer, prefect_client: SyncPrefectClient, tmp_path: Path
+) -> Iterator[str]:
+    """``candlecast detect-crashes`` run as README step 3 runs it; what it printed. The
+    automation is deleted afterwards: the session's other tests send heartbeats every 180 s
+    (Prefect's default) and it would set their longer runs Crashed."""
+    env = clean_env(
+        PREFECT_API_URL=prefect_server.api_url,
+        PREFECT_HOME=str(tmp_path / "cli-home"),
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(HEARTBEAT_S),
+        DO_NOT_TRACK="1",
+    )
+    command = [str(BIN / "candlecast"), "detect-crashes", "--within", str(CRASH_WITHIN_S)]
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=CLI_DEADLINE_S
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    try:
+        yield done.stdout
+    finally:
+        for automation in prefect_client.read_automations_by_name(AUTOMATION):
+            prefect_client.delete_automation(automation.id)
+
+
+def _heartbeats(api_url: str, flow_run_id: UUID) -> int | None:
+    """How many heartbeat events the server holds for the flow run (None while none)."""
+    query = {
+        "event": {"name": ["prefect.flow-run.heartbeat"]},
+        "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+    }
+    response = httpx.post(f"{api_url}/events/filter", json={"filter": query, "limit": 50})
+    response.raise_for_status()
+    return len(response.json()["events"]) or None
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_symbol_run_whose_machine_dies_is_set_crashed_and_its_parent_names_it(
+    crash_detection: str,
+    prefect_server: PrefectServer,
+    prefect_client: SyncPrefectClient,
+    postgres_db: str,
+    tmp_path: Path,
+) -> None:
+    assert f"no heartbeat for {CRASH_WITHIN_S} s are set Crashed" in crash_detection
+    assert "forecast-symbol" in crash_detection and "daily-forecast" in crash_detection
+    stalled = RawServer(never_answer)  # the CDD mirror answers nothing: the run stays in fetch
+    _deploy(prefect_server.api_url, tmp_path)
+    worker = _start_worker(
+        "doomed",
+        prefect_server.api_url,
+        postgres_db,
+        stalled.url,
+        tmp_path,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(HEARTBEAT_S),
+        CANDLECAST_HTTP_READ_TIMEOUT_S="3600",
+    )
+    try:
+        _wait_registered(prefect_client, "doomed", worker)
+        # the parent's side, as `daily` runs it with runner="deployments": in a thread of this
+        # process with this test's Prefect settings (a daemon: if the run never ends, the
+        # thread must not hold pytest up at exit)
+        parameters = {"exchange": "Binance", "mode": "auto", "preset": "tiny", "horizon": 2}
+        final: dict[str, State] = {}
+        parent = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(lambda: final.update(run_deployments([SYMBOLS[0]], parameters)),),
+            daemon=True,
+        )
+        parent.start()
+        (child,) = poll(
+            lambda: _children_running(prefect_client),
+            POOL_RUN_DEADLINE_S,
+            "a running symbol flow run",
+            worker,
+            0.5,
+        )
+        poll(lambda: stalled.connections or None, RUN_DEADLINE_S, "its download", worker, 0.5)
+        poll(
+            lambda: _heartbeats(prefect_server.api_url, child.id),
+            RUN_DEADLINE_S,
+            "its first heartbeat",
+            worker,
+            0.5,
+        )
+        # the machine dies: the worker and its flow run, with no word to the server
+        flow_runs = worker.children()
+        os.killpg(worker.popen.pid, signal.SIGKILL)
+        for pid in flow_runs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        assert worker.exited(10.0)
+        crashed = poll(
+            lambda: _final(prefect_client, child.id),
+            CRASH_WITHIN_S + HEARTBEAT_S + 60.0,  # the last heartbeat, the wait, the service
+            "final state of the dead flow run",
+            prefect_server.process,
+            1.0,
+        )
+        assert crashed.state is not None and crashed.state.is_crashed()
+        message = f"no heartbeat for {CRASH_WITHIN_S} s: its machine or process stopped"
+        assert crashed.state.message == message
+        assert _heartbeats(prefect_server.api_url, child.id) == 1  # it died before the next
+        # the parent no longer waits out DEPLOYMENT_WAIT_S: it has the Crashed state
+        parent.join(DEPLOYMENT_POLL_S * 5)
+        assert not parent.is_alive()
+        assert list(final) == [SYMBOLS[0]] and final[SYMBOLS[0]].is_crashed()
+        assert final[SYMBOLS[0]].message == message
+    finally:
+        worker.stop()
+        stalled.close()
+
+
+def _children_running(client: SyncPrefectClient) -> list[FlowRun] | None:
+    """The symbol deployment's flow runs, once one of them is Running."""
+    deployment = client.read_deployment_by_name(SYMBOL_DEPLOYMENT)
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
+        )
+    )
+    return runs or None
