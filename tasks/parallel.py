@@ -37,6 +37,7 @@ SEQUENTIAL_UP_TO_CORES = 2  # runner "auto" stays sequential on machines this sm
 SYMBOL_DEPLOYMENT = "forecast-symbol/symbol"  # flow/deployment, as prefect.yaml registers it
 DEPLOYMENT_POLL_S = 2.0  # how often the parent reads its symbol flow runs' states
 DEPLOYMENT_WAIT_S = 6 * 3600.0  # a symbol flow run not final by then is reported failed
+DEPLOYMENT_START_WARNING_S = 600.0  # symbol flow runs no worker took by then: warned, once
 SYMBOL_TIMEOUT_S = 3 * 3600.0  # a symbol's step still running by then is failed
 # Dask workers sample every running thread's stack every 10 ms for the dashboard's Profile
 # page. Under a Prefect task run (deep stacks, much Python between TensorFlow calls) that cost
@@ -281,16 +282,21 @@ def _final(symbol: str, state: State) -> State:
 
 
 def run_deployments(
-    symbols: list[str], parameters: dict[str, Any], deployment: str = SYMBOL_DEPLOYMENT
+    symbols: list[str],
+    parameters: dict[str, Any],
+    deployment: str = SYMBOL_DEPLOYMENT,
+    wait_s: float = DEPLOYMENT_WAIT_S,
+    start_warning_s: float = DEPLOYMENT_START_WARNING_S,
 ) -> dict[str, State]:
     """Start a flow run of ``deployment`` for every symbol, all before waiting on any, then
     wait for each one's final state.
 
     Each run goes to whichever worker of the deployment's work pool picks it up, and shows as
     a subflow of the calling flow run. A run whose machine died ends Crashed once its
-    heartbeats stop, where ``candlecast detect-crashes`` set that up (``candlecast.crashes``);
-    one still not final after ``DEPLOYMENT_WAIT_S`` (no worker polling the pool, or a dead
-    machine without that) is reported failed and left as it is.
+    heartbeats stop, where ``candlecast detect-crashes`` set that up (``candlecast.crashes``).
+    Runs that no worker has taken after ``start_warning_s`` are named in one warning (no
+    worker polls the pool, or none has room: ``--limit`` counts this waiting run too); one
+    still not final after ``wait_s`` is reported failed and left as it is.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -298,9 +304,11 @@ def run_deployments(
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Failed
 
+    from tasks.logs import run_logger
+
     with get_client(sync_client=True) as client:
         try:
-            client.read_deployment_by_name(deployment)
+            pool = client.read_deployment_by_name(deployment).work_pool_name
         except ObjectNotFound:
             raise LookupError(
                 f"no deployment {deployment} on the Prefect server: register prefect.yaml's "
@@ -311,13 +319,30 @@ def run_deployments(
             for s in symbols
         }
         final: dict[UUID, State] = {}
-        deadline = time.monotonic() + DEPLOYMENT_WAIT_S
-        while len(final) < len(runs) and time.monotonic() < deadline:
+        began = time.monotonic()
+        warn_at: float | None = began + start_warning_s
+        while len(final) < len(runs) and time.monotonic() < began + wait_s:
             waiting = FlowRunFilterId(any_=[i for i in runs.values() if i not in final])
-            for flow_run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=waiting)):
+            flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=waiting))
+            for flow_run in flow_runs:
                 if flow_run.state is not None and flow_run.state.is_final():
                     final[flow_run.id] = flow_run.state
+            if warn_at is not None and time.monotonic() >= warn_at:
+                warn_at = None
+                unstarted = {r.id for r in flow_runs if r.state and r.state.is_scheduled()}
+                if unstarted:
+                    names = ", ".join(s for s, i in runs.items() if i in unstarted)
+                    run_logger().warning(
+                        "%d of %d symbol flow runs not started after %.0f s (%s): no worker of "
+                        "work pool %s has taken them; is one polling it, with room beside "
+                        "this run (`prefect worker start --limit` counts this run too)?",
+                        len(unstarted),
+                        len(runs),
+                        start_warning_s,
+                        names,
+                        pool,
+                    )
             if len(final) < len(runs):
                 time.sleep(DEPLOYMENT_POLL_S)
-    late = f"its flow run was not final after {DEPLOYMENT_WAIT_S:.0f} s"
+    late = f"its flow run was not final after {wait_s:.0f} s"
     return {s: final.get(i) or Failed(message=f"{late} ({i})") for s, i in runs.items()}

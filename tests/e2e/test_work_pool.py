@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import signal
 import subprocess
@@ -312,7 +313,7 @@ def test_a_symbol_run_whose_machine_dies_is_set_crashed_and_its_parent_names_it(
         )
         parent.start()
         (child,) = poll(
-            lambda: _children_running(prefect_client),
+            lambda: _symbol_runs(prefect_client, StateType.RUNNING),
             POOL_RUN_DEADLINE_S,
             "a running symbol flow run",
             worker,
@@ -354,13 +355,37 @@ def test_a_symbol_run_whose_machine_dies_is_set_crashed_and_its_parent_names_it(
         stalled.close()
 
 
-def _children_running(client: SyncPrefectClient) -> list[FlowRun] | None:
-    """The symbol deployment's flow runs, once one of them is Running."""
+def _symbol_runs(client: SyncPrefectClient, state: StateType) -> list[FlowRun] | None:
+    """The symbol deployment's flow runs in ``state`` (None while there are none)."""
     deployment = client.read_deployment_by_name(SYMBOL_DEPLOYMENT)
     runs = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(
             deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING])),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[state])),
         )
     )
     return runs or None
+
+
+def test_symbol_runs_no_worker_takes_are_named_in_a_warning_then_reported_failed(
+    prefect_server: PrefectServer,
+    prefect_client: SyncPrefectClient,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _deploy(prefect_server.api_url, tmp_path)  # the pool, with no worker polling it
+    parameters = {"preset": "tiny", "horizon": 2}
+    wait_s = 3 * DEPLOYMENT_POLL_S
+    try:
+        with caplog.at_level(logging.WARNING, logger="candlecast"):
+            states = run_deployments(
+                [SYMBOLS[0]], parameters, wait_s=wait_s, start_warning_s=DEPLOYMENT_POLL_S
+            )
+    finally:  # no later test's worker may pick the run up
+        for run in _symbol_runs(prefect_client, StateType.SCHEDULED) or []:
+            prefect_client.delete_flow_run(run.id)
+    (state,) = states.values()
+    assert state.is_failed() and f"not final after {wait_s:.0f} s" in (state.message or "")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"1 of 1 symbol flow runs not started after 2 s ({SYMBOLS[0]})")
+    assert f"no worker of work pool {POOL} has taken them" in warning
