@@ -16,6 +16,25 @@ from sqlalchemy.orm import Session, sessionmaker
 from candlecast.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A connection whose machine dies (power, network) sends no FIN, and PostgreSQL keeps its
+# backend, with its advisory locks, row locks and open transaction, until TCP keepalive gives
+# up on it: 2 h 11 min with Linux's defaults (7200 s idle, then 9 probes 75 s apart). A Dask
+# cluster reruns a dead worker's symbol on another machine at once, and that rerun would wait
+# as long on the ingest lock. So the server probes each candlecast connection after 30 s of
+# silence, every 10 s, and drops it after 3 unanswered probes: about a minute. The client
+# probes the server alike, so a query never waits on a database machine that died.
+# (PostgreSQL ignores these on Unix sockets, which never outlive their machine.)
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": 30,
+    "tcp_keepalives_interval": 10,
+    "tcp_keepalives_count": 3,
+}
+CLIENT_KEEPALIVES = {  # libpq's connection parameters
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -37,7 +56,18 @@ def build_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, connect_args=_postgres_connect_args(url))
+
+
+def _postgres_connect_args(url: str) -> dict[str, Any]:
+    """The keepalives above, where the URL does not set its own: its ``options`` come after
+    ours (the later ``-c`` wins), its libpq ``keepalives*`` parameters are left alone."""
+    query = make_url(url).query
+    server = " ".join(f"-c {name}={value}" for name, value in SERVER_KEEPALIVES.items())
+    theirs = query.get("options")
+    options = f"{server} {theirs}" if isinstance(theirs, str) else server
+    client = {k: v for k, v in CLIENT_KEEPALIVES.items() if k not in query}
+    return {"options": options, **client}
 
 
 def get_engine(url: str | None = None) -> Engine:

@@ -14,12 +14,19 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from candlecast.settings import Settings
 from db import registry
 from db.schema import Candle, IngestRun, ModelBlob, ModelSeries, ModelVersion
-from db.session import get_engine, session_factory
+from db.session import (
+    CLIENT_KEEPALIVES,
+    SERVER_KEEPALIVES,
+    build_engine,
+    get_engine,
+    session_factory,
+)
 from tasks.ingest import ingest_symbol
 from tests.conftest import settings_for
 
@@ -170,3 +177,32 @@ def test_sqlite_held_by_another_writer_waits_instead_of_failing(
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         check.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("theirs", [None, "-c statement_timeout=12345 -c tcp_keepalives_idle=45"])
+def test_postgres_connections_are_probed_so_a_dead_machine_loses_its_locks_in_a_minute(
+    postgres_url: str, theirs: str | None
+) -> None:
+    """The server reports the keepalive options of its own socket (0 on a Unix socket, the
+    kernel's defaults when unset); options in the URL still apply and win where they differ.
+    A machine dying mid-lock needs a network that drops packets, which no test here has."""
+    url = make_url(postgres_url)
+    if theirs is not None:
+        url = url.update_query_dict({"options": theirs})
+    engine = build_engine(url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as connection:
+            shown = {name: connection.scalar(text(f"SHOW {name}")) for name in SERVER_KEEPALIVES}
+            client = connection.connection.driver_connection.info.get_parameters()
+            timeout = connection.scalar(text("SHOW statement_timeout"))
+    finally:
+        engine.dispose()
+    expected = {name: str(value) for name, value in SERVER_KEEPALIVES.items()}
+    if theirs is not None:
+        expected["tcp_keepalives_idle"] = "45"
+        assert timeout == "12345ms"
+    assert shown == expected
+    assert {k: client.get(k) for k in CLIENT_KEEPALIVES} == {
+        k: str(v) for k, v in CLIENT_KEEPALIVES.items()
+    }
