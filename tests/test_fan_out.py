@@ -3,12 +3,15 @@ training concurrency limit, and the per-series ingest lock on both databases."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -346,3 +349,99 @@ def test_second_ingest_of_a_series_waits_for_the_first(
         logger.removeHandler(signal)
     (result,) = results
     assert result.inserted == 400 and result.updated == 0
+
+
+class _FirstRequestHangs(SimpleHTTPRequestHandler):
+    """Serves the mirror, except the first request for ``victim``'s file: that one hangs
+    until ``release`` is set, its client's address in ``hung``."""
+
+    victim: str
+    hung: list[tuple[str, int]]
+    release: threading.Event
+    requests: list[str]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.requests.append(self.path)
+        if self.victim in self.path and not self.hung:
+            self.hung.append(self.client_address)
+            self.release.wait()
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+def _pid_on_port(port: int) -> int | None:
+    """The process whose TCP socket is bound to local ``port`` (None until it shows)."""
+    import psutil
+
+    return next((c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port), None)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_dask_worker_killed_mid_symbol_has_it_run_again_and_every_symbol_completes(
+    fan_out_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standing cluster's worker process is SIGKILLed (out of memory, say) in the middle of
+    a symbol's download, holding its ingest lock: Dask runs that symbol again on a live
+    worker, which takes the lock (released by the server as the connection died) and writes
+    one version of it; the other symbols are not disturbed."""
+    from bench.daily_run import DASK, standing_cluster
+
+    victim = SYMBOLS[1]
+    handler = type(
+        "Handler",
+        (_FirstRequestHangs,),
+        {"victim": victim, "hung": [], "release": threading.Event(), "requests": []},
+    )
+    mirror = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(tmp_path / "mirror"))
+    )
+    threading.Thread(target=mirror.serve_forever, daemon=True).start()
+    base_url = f"http://127.0.0.1:{mirror.server_address[1]}"
+    monkeypatch.setenv("CANDLECAST_CDD_BASE_URL", base_url)
+    # only the kill ends the hung download; without it the flow gives up on the symbol
+    monkeypatch.setenv("CANDLECAST_HTTP_READ_TIMEOUT_S", "3600")
+    monkeypatch.setattr("tasks.parallel.SYMBOL_TIMEOUT_S", 120.0)
+    killed: list[list[str]] = []  # the command line of the killed process's parent
+
+    def kill_the_worker_that_hangs() -> None:
+        while not handler.hung:
+            if handler.release.wait(0.1):
+                return
+        port = handler.hung[0][1]
+        while (pid := _pid_on_port(port)) is None:
+            if handler.release.wait(0.1):
+                return
+        import psutil
+
+        parent = psutil.Process(pid).parent()
+        os.kill(pid, signal.SIGKILL)
+        killed.append(parent.cmdline() if parent else [])
+
+    settings_env = {k: v for k, v in os.environ.items() if k.startswith("CANDLECAST_")}
+    killer = threading.Thread(target=kill_the_worker_that_hangs, daemon=True)
+    try:
+        with standing_cluster(settings_env, 2) as address:
+            monkeypatch.setenv("CANDLECAST_DASK_ADDRESS", address)
+            get_settings.cache_clear()
+            killer.start()
+            state = daily_forecast(symbols=SYMBOLS, preset="tiny", horizon=2, return_state=True)
+    finally:
+        handler.release.set()
+        mirror.shutdown()
+        mirror.server_close()
+    (nanny,) = killed  # a process that `dask worker` started, not this one
+    assert nanny[1:3] == [DASK, "worker"] and "candlecast.dask_worker" in nanny
+    assert state.is_completed(), state.message
+    outcomes = state.result()
+    assert sorted(o.symbol for o in outcomes) == SYMBOLS
+    assert all(o.version == 1 and len(o.forecasts) == 2 for o in outcomes)
+    asked = [path for path in handler.requests if victim in path]
+    assert len(asked) == 2  # the download that hung, and the rerun's
+    with session_factory(fan_out_env.sqlalchemy_url())() as session:
+        versions = session.scalars(select(ModelVersion.symbol).order_by(ModelVersion.symbol))
+        assert list(versions) == SYMBOLS  # one version each, the victim's written once
