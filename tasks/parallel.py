@@ -304,8 +304,6 @@ def run_deployments(
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Failed
 
-    from tasks.logs import run_logger
-
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_deployment_by_name(deployment).work_pool_name
@@ -329,20 +327,30 @@ def run_deployments(
                     final[flow_run.id] = flow_run.state
             if warn_at is not None and time.monotonic() >= warn_at:
                 warn_at = None
-                unstarted = {r.id for r in flow_runs if r.state and r.state.is_scheduled()}
-                if unstarted:
-                    names = ", ".join(s for s, i in runs.items() if i in unstarted)
-                    run_logger().warning(
-                        "%d of %d symbol flow runs not started after %.0f s (%s): no worker of "
-                        "work pool %s has taken them; is one polling it, with room beside "
-                        "this run (`prefect worker start --limit` counts this run too)?",
-                        len(unstarted),
-                        len(runs),
-                        start_warning_s,
-                        names,
-                        pool,
-                    )
+                _warn_unstarted(runs, flow_runs, start_warning_s, pool)
             if len(final) < len(runs):
                 time.sleep(DEPLOYMENT_POLL_S)
     late = f"its flow run was not final after {wait_s:.0f} s"
     return {s: final.get(i) or Failed(message=f"{late} ({i})") for s, i in runs.items()}
+
+
+def _warn_unstarted(
+    runs: dict[str, UUID], flow_runs: list[Any], after_s: float, pool: str | None
+) -> None:
+    """One warning naming the symbols whose flow runs (``flow_runs``, read just now) are
+    still Scheduled: no worker of ``pool`` has taken them."""
+    from tasks.logs import run_logger
+
+    unstarted = {r.id for r in flow_runs if r.state is not None and r.state.is_scheduled()}
+    if not unstarted:
+        return
+    run_logger().warning(
+        "%d of %d symbol flow runs not started after %.0f s (%s): no worker of work pool %s "
+        "has taken them; is one polling it, with room beside this run (`prefect worker start "
+        "--limit` counts this run too)?",
+        len(unstarted),
+        len(runs),
+        after_s,
+        ", ".join(s for s, i in runs.items() if i in unstarted),
+        pool,
+    )
