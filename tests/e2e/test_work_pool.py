@@ -35,7 +35,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from sqlalchemy import select
 
-from candlecast.crashes import AUTOMATION
+from candlecast.crashes import AUTOMATION, FLOWS
 from candlecast.serve import PREFECT_YAML, deployments
 from db.schema import Forecast, ModelVersion
 from db.session import session_factory
@@ -244,23 +244,31 @@ CRASH_WITHIN_S = 45  # the test's wait; `detect-crashes` waits 3 heartbeat inter
 @pytest.fixture
 def crash_detection(
     prefect_server: PrefectServer, prefect_client: SyncPrefectClient, tmp_path: Path
-) -> Iterator[str]:
-    """``candlecast detect-crashes`` run as README step 3 runs it; what it printed. The
-    automation is deleted afterwards: the session's other tests send heartbeats every 180 s
-    (Prefect's default) and it would set their longer runs Crashed."""
+) -> Iterator[list[str]]:
+    """``candlecast detect-crashes`` run as README step 3 runs it, then again with
+    ``--within``; what each printed. The automation is deleted afterwards: the session's other
+    tests send heartbeats every 180 s (Prefect's default) and it would set their longer runs
+    Crashed."""
     env = clean_env(
         PREFECT_API_URL=prefect_server.api_url,
         PREFECT_HOME=str(tmp_path / "cli-home"),
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(HEARTBEAT_S),
         DO_NOT_TRACK="1",
     )
-    command = [str(BIN / "candlecast"), "detect-crashes", "--within", str(CRASH_WITHIN_S)]
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=CLI_DEADLINE_S
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    printed = []
     try:
-        yield done.stdout
+        for within in ([], ["--within", str(CRASH_WITHIN_S)]):
+            done = subprocess.run(
+                [str(BIN / "candlecast"), "detect-crashes", *within],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=CLI_DEADLINE_S,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            printed.append(done.stdout)
+        yield printed
     finally:
         for automation in prefect_client.read_automations_by_name(AUTOMATION):
             prefect_client.delete_automation(automation.id)
@@ -280,14 +288,17 @@ def _heartbeats(api_url: str, flow_run_id: UUID) -> int | None:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_symbol_run_whose_machine_dies_is_set_crashed_and_its_parent_names_it(
-    crash_detection: str,
+    crash_detection: list[str],
     prefect_server: PrefectServer,
     prefect_client: SyncPrefectClient,
     postgres_db: str,
     tmp_path: Path,
 ) -> None:
-    assert f"no heartbeat for {CRASH_WITHIN_S} s are set Crashed" in crash_detection
-    assert "forecast-symbol" in crash_detection and "daily-forecast" in crash_detection
+    created, updated = crash_detection  # 3 heartbeat intervals by default, then --within
+    flows = ", ".join(FLOWS)
+    assert f"created: runs of {flows} with no heartbeat for {3 * HEARTBEAT_S} s" in created
+    assert f"updated: runs of {flows} with no heartbeat for {CRASH_WITHIN_S} s" in updated
+    assert len(prefect_client.read_automations_by_name(AUTOMATION)) == 1
     stalled = RawServer(never_answer)  # the CDD mirror answers nothing: the run stays in fetch
     _deploy(prefect_server.api_url, tmp_path)
     worker = _start_worker(
