@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from tasks.parallel import (
     training_limit_name,
 )
 from tasks.report import plots_key
-from tests.conftest import wavy_cdd_csv
+from tests.conftest import QuietHandler, wavy_cdd_csv
 
 SYMBOLS = ["WAVEUSDT", "WAVFUSDT", "WAVGUSDT"]
 
@@ -351,7 +351,7 @@ def test_second_ingest_of_a_series_waits_for_the_first(
     assert result.inserted == 400 and result.updated == 0
 
 
-class _FirstRequestHangs(SimpleHTTPRequestHandler):
+class _FirstRequestHangs(QuietHandler):
     """Serves the mirror, except the first request for ``victim``'s file: that one hangs
     until ``release`` is set, its client's address in ``hung``."""
 
@@ -367,9 +367,6 @@ class _FirstRequestHangs(SimpleHTTPRequestHandler):
             self.release.wait()
             return
         super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        pass
 
 
 def _pid_on_port(port: int) -> int | None:
