@@ -295,15 +295,23 @@ def prefect_server(kind: str, admin_url: str) -> Iterator[None]:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import (
         PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE,
         PREFECT_SERVER_DATABASE_CONNECTION_URL,
         temporary_settings,
     )
     from sqlalchemy import make_url
 
-    with scratch_postgres(admin_url) as url:
+    from tasks.parallel import DISK_LEASE_STORAGE
+
+    with scratch_postgres(admin_url) as url, tempfile.TemporaryDirectory() as home:
         asyncpg = make_url(url).set(drivername="postgresql+asyncpg")
-        metadata = {PREFECT_SERVER_DATABASE_CONNECTION_URL: asyncpg.render_as_string(False)}
-        with temporary_settings(updates=metadata):
+        server_settings = {  # as README "Several machines" step 2 sets a server up
+            PREFECT_SERVER_DATABASE_CONNECTION_URL: asyncpg.render_as_string(False),
+            PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE: DISK_LEASE_STORAGE,
+            PREFECT_HOME: home,  # the leases under it, not in a shared ~/.prefect
+        }
+        with temporary_settings(updates=server_settings):
             server = SubprocessASGIServer()
             server.start(timeout=120)
             try:

@@ -39,6 +39,15 @@ DEPLOYMENT_POLL_S = 2.0  # how often the parent reads its symbol flow runs' stat
 DEPLOYMENT_WAIT_S = 6 * 3600.0  # a symbol flow run not final by then is reported failed
 DEPLOYMENT_START_WARNING_S = 600.0  # symbol flow runs no worker took by then: warned, once
 SYMBOL_TIMEOUT_S = 3 * 3600.0  # a symbol's step still running by then is failed
+# A training slot is a lease, renewed every 3/4 of it while the training runs. The shortest
+# Prefect takes: a slot whose holder died (a killed worker) is free again after this plus the
+# server's repossessor pass (15 s), not after Prefect's default 5 minutes.
+TRAINING_LEASE_S = 60.0
+# Prefect 3.9's default keeps leases in the server's memory: a server restart while a training
+# holds a slot loses its lease, and the slot stays counted for good (README "Several machines").
+# DISK_LEASE_STORAGE keeps them under the server's PREFECT_HOME across restarts.
+MEMORY_LEASE_STORAGE = "prefect.server.concurrency.lease_storage.memory"
+DISK_LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 # Dask workers sample every running thread's stack every 10 ms for the dashboard's Profile
 # page. Under a Prefect task run (deep stacks, much Python between TensorFlow calls) that cost
 # the next day's per-symbol work 12-16% here (README "Scaling out", Benchmarks), so the
@@ -183,7 +192,8 @@ def training_limit_name() -> str:
 @cache
 def _ensure_training_limit(name: str, slots: int) -> None:
     """Create the limit unless it exists; two processes starting at once may both try, and
-    the one that loses finds it created (Prefect's upsert is not atomic)."""
+    the one that loses finds it created (Prefect's upsert is not atomic). Once per process,
+    warn where the server would lose the limit's leases on a restart."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -195,6 +205,31 @@ def _ensure_training_limit(name: str, slots: int) -> None:
             with contextlib.suppress(ObjectAlreadyExists):
                 limit = GlobalConcurrencyLimitCreate(name=name, limit=slots)
                 client.create_global_concurrency_limit(limit)
+        storage = _lease_storage(client)
+    if storage == MEMORY_LEASE_STORAGE:
+        from tasks.logs import run_logger
+
+        run_logger().warning(
+            "the Prefect server keeps concurrency leases in memory (%s): if it restarts while "
+            "a training holds a slot of %s, that slot stays taken for good; start the server "
+            'with PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=%s (README "Several machines")',
+            storage,
+            name,
+            DISK_LEASE_STORAGE,
+        )
+
+
+def _lease_storage(client: Any) -> str | None:
+    """The server's ``server.concurrency.lease_storage`` setting, or None where it does not
+    say (Prefect Cloud has no such endpoint, an older server no such setting)."""
+    import httpx
+
+    try:
+        response = client.request("GET", "/admin/settings")
+        response.raise_for_status()
+        return response.json()["server"]["concurrency"]["lease_storage"]
+    except (httpx.HTTPError, KeyError, TypeError, ValueError):
+        return None
 
 
 @contextmanager
@@ -204,6 +239,11 @@ def training_slot() -> Iterator[None]:
     The limit is created on first use with one slot per core; an operator may change it
     (``prefect gcl update candlecast-training-<host> --limit N``) and the change is kept.
     Outside a Prefect run (CLI, tests, benchmarks calling ``.fn``) nothing is taken.
+
+    The slot is a lease of ``TRAINING_LEASE_S``. A renewal that fails (the server down at that
+    moment: a restart, an upgrade) is logged and the training goes on, where Prefect's strict
+    default would cancel it: the training needs nothing from the server, and the worst case,
+    the lease expiring meanwhile, is one training more than the host has cores for a while.
     """
     from prefect.context import FlowRunContext, TaskRunContext
 
@@ -214,7 +254,13 @@ def training_slot() -> Iterator[None]:
 
     name = training_limit_name()
     _ensure_training_limit(name, cores())
-    with concurrency(name, occupy=1, strict=True):
+    with concurrency(
+        name,
+        occupy=1,
+        strict=True,  # the limit must exist (created above), never silently no limit
+        lease_duration=TRAINING_LEASE_S,
+        raise_on_lease_renewal_failure=False,
+    ):
         yield
 
 

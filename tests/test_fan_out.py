@@ -27,6 +27,7 @@ from db.session import session_factory
 from flows.daily import daily_forecast
 from tasks.ingest import ingest_symbol
 from tasks.parallel import (
+    MEMORY_LEASE_STORAGE,
     PROFILER_CALLBACKS,
     SEQUENTIAL_UP_TO_CORES,
     _ensure_training_limit,
@@ -301,6 +302,22 @@ def test_training_limit_is_created_once_when_processes_first_train_together(
     assert errors == []
     with get_client(sync_client=True) as client:
         assert [client.read_global_concurrency_limit_by_name(n).limit for n in names] == [3] * 5
+
+
+def test_a_server_that_keeps_leases_in_memory_is_named_in_a_warning(
+    prefect_harness: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Prefect's test server keeps its concurrency leases in memory, as a server started
+    without README's setting does: the first training of a process says so, naming the fix
+    (tests/e2e/test_training_slots.py: a server with them on disk gets no warning)."""
+    with caplog.at_level(logging.WARNING, logger="candlecast"):
+        _ensure_training_limit.__wrapped__("candlecast-training-memory-leases", 1)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(
+        f"the Prefect server keeps concurrency leases in memory ({MEMORY_LEASE_STORAGE}): "
+        "if it restarts while a training holds a slot of candlecast-training-memory-leases"
+    )
+    assert "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=" in warning
 
 
 def test_named_lock_excludes_a_second_holder(db_url: str) -> None:

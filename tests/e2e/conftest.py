@@ -11,25 +11,19 @@ open.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from sqlalchemy.engine import make_url
 
-from tests.conftest import postgres_unreachable, scratch_postgres_database
 from tests.e2e.harness import (
     BIN,
     SERVE_STARTUP_S,
-    SERVER_STARTUP_S,
     SMALL_RUN,
     PrefectServer,
     Process,
@@ -37,7 +31,9 @@ from tests.e2e.harness import (
     clean_env,
     free_port,
     poll,
+    prefect_metadata_database,
     start,
+    start_prefect_server,
 )
 
 
@@ -47,50 +43,12 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     its own metadata in a scratch PostgreSQL database, as README "Running in the Prefect UI"
     sets it up (a SQLite file where no PostgreSQL answers and CI is not true)."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     with prefect_metadata_database(home) as database_url:
-        env = clean_env(
-            PREFECT_HOME=str(home / "home"),
-            PREFECT_SERVER_DATABASE_CONNECTION_URL=database_url,
-            PREFECT_API_URL=f"{url}/api",
-            PREFECT_UI_API_URL=f"{url}/api",
-            PREFECT_SERVER_ANALYTICS_ENABLED="false",
-            PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
-            PREFECT_SERVER_LOG_RETRYABLE_ERRORS="true",  # a 503 answered shows in the server log
-            DO_NOT_TRACK="1",
-        )
-        args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-        process = start("prefect server", args, env, home / "server.log")
+        server = start_prefect_server(home, free_port(), database_url, home / "server.log")
         try:
-            poll(lambda: _healthy(f"{url}/api"), SERVER_STARTUP_S, "healthy server", process, 0.5)
-            yield PrefectServer(url, f"{url}/api", process)
+            yield server
         finally:
-            process.stop()
-
-
-@contextmanager
-def prefect_metadata_database(home: Path) -> Iterator[str]:
-    """The Prefect server's own database: a scratch PostgreSQL database (asyncpg).
-
-    On Prefect's default SQLite, a write that meets another one mid-transaction gets "database
-    is locked" and the server answers 503; the UI does not retry, so a Quick run click made
-    no flow run (CI, 2026-11-26; reproduced here with both cores busy). Where no PostgreSQL
-    answers outside CI, a SQLite file keeps the end-to-end tests running, with that risk.
-    """
-    if postgres_unreachable() is not None and os.environ.get("CI") != "true":
-        yield f"sqlite+aiosqlite:///{home / 'prefect.db'}"
-        return
-    with scratch_postgres_database("candlecast_e2e_prefect") as url:
-        yield make_url(url).set(drivername="postgresql+asyncpg").render_as_string(False)
-
-
-def _healthy(api_url: str) -> bool | None:
-    try:
-        response = httpx.get(f"{api_url}/health", timeout=2.0)
-    except httpx.HTTPError:
-        return None
-    return True if response.status_code == 200 else None
+            server.process.stop()
 
 
 @pytest.fixture

@@ -14,16 +14,22 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from uuid import UUID
 
+import httpx
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import FlowRun
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tasks.parallel import DISK_LEASE_STORAGE
+from tests.conftest import postgres_unreachable, scratch_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -134,6 +140,56 @@ class PrefectServer:
     url: str
     api_url: str
     process: Process
+
+
+@contextmanager
+def prefect_metadata_database(home: Path) -> Iterator[str]:
+    """The Prefect server's own database: a scratch PostgreSQL database (asyncpg).
+
+    On Prefect's default SQLite, a write that meets another one mid-transaction gets "database
+    is locked" and the server answers 503; the UI does not retry, so a Quick run click made
+    no flow run (CI, 2026-11-26; reproduced here with both cores busy). Where no PostgreSQL
+    answers outside CI, a SQLite file keeps the end-to-end tests running, with that risk.
+    """
+    if postgres_unreachable() is not None and os.environ.get("CI") != "true":
+        yield f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+        return
+    with scratch_postgres_database("candlecast_e2e_prefect") as url:
+        yield make_url(url).set(drivername="postgresql+asyncpg").render_as_string(False)
+
+
+def _healthy(api_url: str) -> bool | None:
+    try:
+        response = httpx.get(f"{api_url}/health", timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    return True if response.status_code == 200 else None
+
+
+def start_prefect_server(home: Path, port: int, database_url: str, log: Path) -> PrefectServer:
+    """``prefect server start`` on 127.0.0.1:``port`` as README sets one up: its metadata in
+    ``database_url``, its concurrency leases on disk under ``home``, the UI calling its API;
+    returned once healthy. The same arguments again start it again on the same state."""
+    url = f"http://127.0.0.1:{port}"
+    env = clean_env(
+        PREFECT_HOME=str(home / "home"),
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=database_url,
+        PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=DISK_LEASE_STORAGE,
+        PREFECT_API_URL=f"{url}/api",
+        PREFECT_UI_API_URL=f"{url}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+        PREFECT_SERVER_LOG_RETRYABLE_ERRORS="true",  # a 503 answered shows in the server log
+        DO_NOT_TRACK="1",
+    )
+    args = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    process = start("prefect server", args, env, log)
+    try:
+        poll(lambda: _healthy(f"{url}/api"), SERVER_STARTUP_S, "healthy server", process, 0.5)
+    except BaseException:
+        process.stop()
+        raise
+    return PrefectServer(url, f"{url}/api", process)
 
 
 @dataclass
