@@ -193,10 +193,12 @@ def training_limit_name() -> str:
 def _ensure_training_limit(name: str, slots: int) -> None:
     """Create the limit unless it exists; two processes starting at once may both try, and
     the one that loses finds it created (Prefect's upsert is not atomic). Once per process,
-    warn where the server would lose the limit's leases on a restart."""
+    warn where the server would lose the limit's leases on a restart: a configured server
+    (``PREFECT_API_URL``), not the temporary one a run without it starts and stops itself."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.settings import get_current_settings
 
     with get_client(sync_client=True) as client:
         try:
@@ -205,7 +207,7 @@ def _ensure_training_limit(name: str, slots: int) -> None:
             with contextlib.suppress(ObjectAlreadyExists):
                 limit = GlobalConcurrencyLimitCreate(name=name, limit=slots)
                 client.create_global_concurrency_limit(limit)
-        storage = _lease_storage(client)
+        storage = _lease_storage(client) if get_current_settings().api.url else None
     if storage == MEMORY_LEASE_STORAGE:
         from tasks.logs import run_logger
 
