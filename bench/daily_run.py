@@ -284,15 +284,9 @@ def _stop(process: subprocess.Popen) -> None:
 @contextmanager
 def prefect_server(kind: str, admin_url: str) -> Iterator[None]:
     """A temporary Prefect server for the timed runs, with its metadata in a SQLite file
-    (``prefect_test_harness``) or in a scratch PostgreSQL database on ``admin_url``'s server;
-    this process's flows use it while the context is open."""
-    if kind == "sqlite":
-        from prefect.testing.utilities import prefect_test_harness
-
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
+    (``prefect_test_harness``) or in a scratch PostgreSQL database on ``admin_url``'s server,
+    and its concurrency leases on disk in a temporary home, as README "Several machines"
+    step 2 sets a server up; this process's flows use it while the context is open."""
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_HOME,
@@ -300,25 +294,34 @@ def prefect_server(kind: str, admin_url: str) -> Iterator[None]:
         PREFECT_SERVER_DATABASE_CONNECTION_URL,
         temporary_settings,
     )
-    from sqlalchemy import make_url
 
     from tasks.parallel import DISK_LEASE_STORAGE
 
-    with scratch_postgres(admin_url) as url, tempfile.TemporaryDirectory() as home:
-        asyncpg = make_url(url).set(drivername="postgresql+asyncpg")
-        server_settings = {  # as README "Several machines" step 2 sets a server up
-            PREFECT_SERVER_DATABASE_CONNECTION_URL: asyncpg.render_as_string(False),
+    with tempfile.TemporaryDirectory() as home:
+        leases = {  # under this home, not in a shared ~/.prefect
             PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE: DISK_LEASE_STORAGE,
-            PREFECT_HOME: home,  # the leases under it, not in a shared ~/.prefect
+            PREFECT_HOME: home,
         }
-        with temporary_settings(updates=server_settings):
-            server = SubprocessASGIServer()
-            server.start(timeout=120)
-            try:
-                with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-                    yield
-            finally:
-                server.stop()
+        if kind == "sqlite":
+            from prefect.testing.utilities import prefect_test_harness
+
+            with temporary_settings(updates=leases), prefect_test_harness(120):
+                yield
+            return
+        from prefect.server.api.server import SubprocessASGIServer
+        from sqlalchemy import make_url
+
+        with scratch_postgres(admin_url) as url:
+            asyncpg = make_url(url).set(drivername="postgresql+asyncpg")
+            metadata = {PREFECT_SERVER_DATABASE_CONNECTION_URL: asyncpg.render_as_string(False)}
+            with temporary_settings(updates=leases | metadata):
+                server = SubprocessASGIServer()
+                server.start(timeout=120)
+                try:
+                    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                        yield
+                finally:
+                    server.stop()
 
 
 def run_day(
