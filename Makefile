@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SYMBOLS ?= BTCUSDT
+UV_VERSION ?= 0.13.9
+# uv installs exactly what uv.lock says; --locked fails when pyproject.toml and the lock disagree.
+UV_SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(BIN)/uv sync --locked --inexact
 
-.PHONY: run test install dev lint format serve clean browser
+.PHONY: run test install dev lint format serve clean browser lock
 
 run: $(VENV)/.installed  ## create .venv, install, migrate the SQLite database, run the main job once
 	$(BIN)/candlecast db upgrade
@@ -31,16 +34,21 @@ browser:  ## Debian's chromium for the browser test (tests/e2e/test_ui.py), inst
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "candlecast needs Python 3.11+")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock $(BIN)/uv
+	$(UV_SYNC) --quiet
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(VENV)/.dev-installed: pyproject.toml uv.lock $(VENV)/.installed
+	$(UV_SYNC) --quiet --extra dev
 	touch $@
+
+lock: $(BIN)/uv  ## upgrade every locked version to the newest allowed by pyproject.toml
+	$(BIN)/uv lock --upgrade
 
 lint: $(VENV)/.dev-installed  ## ruff lint and format check
 	$(BIN)/ruff check .
