@@ -116,11 +116,31 @@ class Candle(Base):
     low: Mapped[float] = mapped_column(Double)
     close: Mapped[float] = mapped_column(Double)
     volume_base: Mapped[float] = mapped_column(Double)
-    volume_quote: Mapped[float] = mapped_column(Double)
+    volume_quote: Mapped[float | None] = mapped_column(Double)  # None: the file has one Volume
     trade_count: Mapped[int | None] = mapped_column(BigInteger)
     ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id"))
 
     __table_args__ = (UniqueConstraint("exchange", "symbol", "timeframe", "open_time"),)
+
+
+class RejectedCandle(Base):
+    """A row of a CDD file that was quarantined, never stored as a candle: why, and as it was."""
+
+    __tablename__ = "rejected_candles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ingest_run_id: Mapped[int] = mapped_column(ForeignKey("ingest_runs.id"))
+    exchange: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(32))
+    timeframe: Mapped[str] = mapped_column(String(8))
+    open_time: Mapped[datetime | None]  # None where the row's own time could not be read
+    row_number: Mapped[int]  # 1-based, counting candle rows below the header
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict[str, Any]]  # the row's fields as the file wrote them
+
+    __table_args__ = (
+        Index("ix_rejected_candles_series", "exchange", "symbol", "timeframe", "open_time"),
+    )
 
 
 class ModelSeries(Base):
@@ -227,6 +247,7 @@ class Forecast(Base):
     horizon: Mapped[int]
     predicted_close: Mapped[float] = mapped_column(Double)
     persistence_close: Mapped[float] = mapped_column(Double)
+    imputed_inputs: Mapped[int] = mapped_column(default=0, server_default="0")  # bridged candles
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     realized_close: Mapped[float | None] = mapped_column(Double)
