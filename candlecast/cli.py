@@ -10,7 +10,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
@@ -52,6 +53,8 @@ def _guarded(action: Callable[[], T]) -> T:
         message = str(exc) if isinstance(exc, CandlecastError) else f"{type(exc).__name__}: {exc}"
         if "no such table" in message or "UndefinedTable" in message:
             message = "the database has no candlecast schema yet: run `candlecast db upgrade`"
+        elif _NO_TEMPORARY_SERVER in message:
+            message = _no_temporary_server_hint()
         typer.echo(f"error: {message.splitlines()[0] if message else type(exc).__name__}", err=True)
         raise typer.Exit(1) from None
 
@@ -120,19 +123,19 @@ def run_daily(
     from flows.daily import daily_forecast
     from tasks.report import forecast_table, summary_markdown
 
-    _quiet_temporary_server()
-    state = _guarded(
-        lambda: daily_forecast(
-            symbols=symbol,
-            exchange=exchange,
-            mode=mode,
-            preset=preset,
-            horizon=horizon,
-            runner=runner,
-            workers=workers,
-            return_state=True,
+    with _temporary_server():
+        state = _guarded(
+            lambda: daily_forecast(
+                symbols=symbol,
+                exchange=exchange,
+                mode=mode,
+                preset=preset,
+                horizon=horizon,
+                runner=runner,
+                workers=workers,
+                return_state=True,
+            )
         )
-    )
     outcomes = state.result(raise_on_failure=False)  # a failed run keeps the others' outcomes
     if isinstance(outcomes, list) and outcomes:
         typer.echo(summary_markdown(outcomes, {}).split("\n## ")[0].rstrip())
@@ -156,17 +159,50 @@ def run_daily(
         raise typer.Exit(1)
 
 
-def _quiet_temporary_server() -> None:
-    """With no Prefect server configured, the flow run starts a temporary one on SQLite, for
-    this run only. Its telemetry service reports to Prefect over the internet (on a machine
-    without it: an ERROR "Failed to send telemetry" in every run) and writes to that database
-    as the server starts, where it can meet the server's own first writes ("database is
-    locked": an ERROR with two tracebacks; nothing lost). A temporary server has no use for
-    it, so it runs without, unless PREFECT_SERVER_ANALYTICS_ENABLED says otherwise."""
-    from prefect.settings import get_current_settings
+TEMPORARY_SERVER_STARTUP_S = 180  # a first start migrates a new database: slow on busy cores
+_NO_TEMPORARY_SERVER = "Timed out while attempting to connect to ephemeral Prefect API server"
 
-    if get_current_settings().api.url is None:
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+@contextmanager
+def _temporary_server() -> Iterator[None]:
+    """Settings for the temporary Prefect server a run starts when none is configured.
+
+    Its first start on a machine creates and migrates its database in PREFECT_HOME, which
+    can outlast Prefect's 20 s start-up limit on two busy cores: the limit is raised unless
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS is set. Its telemetry service reports
+    to Prefect over the internet (on a machine without it: an ERROR "Failed to send
+    telemetry" in every run) and writes to that database as the server starts, where it can
+    meet the server's own first writes ("database is locked"): a temporary server has no use
+    for it, so it runs without, unless PREFECT_SERVER_ANALYTICS_ENABLED says otherwise.
+    """
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if get_current_settings().api.url is not None:
+        yield
+        return
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ:
+        yield
+        return
+    with temporary_settings(
+        {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: TEMPORARY_SERVER_STARTUP_S}
+    ):
+        yield
+
+
+def _no_temporary_server_hint() -> str:
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    seconds = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+    return (
+        f"the temporary Prefect server did not start within {seconds} s: run again (its "
+        "first start builds its database), raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, "
+        "or start a server (`prefect server start`) and set PREFECT_API_URL"
+    )
 
 
 def _json_object(value: str | None) -> dict[str, Any] | None:
