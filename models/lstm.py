@@ -97,14 +97,17 @@ def build(config: ModelConfig, n_features: int) -> keras.Model:
     """Stacked LSTM(units...) -> Dense(1); `ensemble` such stacks averaged in one model.
 
     Layers are named lstm_1, lstm_2, ... and output (one stack), or m<k>_lstm_<i>,
-    m<k>_output and output (ensemble). Seeds everything with `config.seed` first, so the
-    initial weights are reproducible; the model comes back compiled.
+    m<k>_output and output (ensemble). Every initializer and dropout mask gets its own seed
+    derived from `config.seed`: Keras would otherwise draw them from Python's global
+    `random`, which Prefect's threads draw from too, so the initial weights would depend on
+    their timing. The model comes back compiled.
     """
     set_seed(config.seed)
     inputs = keras.Input(shape=(config.window, n_features), name="window")
     heads = []
     for member in range(config.ensemble):
         prefix = "" if config.ensemble == 1 else f"m{member + 1}_"
+        seeds = iter(range(config.seed + 1000 * member, config.seed + 1000 * (member + 1)))
         h = inputs
         for i, units in enumerate(config.units):
             last = i == len(config.units) - 1
@@ -113,9 +116,17 @@ def build(config: ModelConfig, n_features: int) -> keras.Model:
                 return_sequences=not last,
                 dropout=config.dropout,
                 unroll=config.unroll,
+                kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
+                recurrent_initializer=keras.initializers.Orthogonal(seed=next(seeds)),
+                seed=next(seeds),
                 name=f"{prefix}lstm_{i + 1}",
             )(h)
-        heads.append(keras.layers.Dense(1, name=f"{prefix}output" if prefix else "output")(h))
+        output = keras.layers.Dense(
+            1,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
+            name=f"{prefix}output" if prefix else "output",
+        )
+        heads.append(output(h))
     outputs = heads[0] if len(heads) == 1 else keras.layers.Average(name="output")(heads)
     model = keras.Model(inputs, outputs, name=f"lstm_{config.name}")
     return compile_model(model, config)
@@ -130,8 +141,11 @@ def fit(
     batch_size: int,
     patience: int | None = None,
     on_epoch_end: EpochHook | None = None,
+    seed: int | None = None,
 ) -> dict[str, list[float]]:
     """Train in place; return the per-epoch history (loss, val_loss, whatever the hook adds).
+
+    `seed` fixes the order the training windows are shuffled in, epoch by epoch.
 
     Early stopping on `val_loss` with the best weights restored when `patience` is set and a
     validation part exists. `on_epoch_end(epoch, logs)` may add entries to `logs` before they
@@ -153,7 +167,7 @@ def fit(
         )
     with releasing_traced_gradients():
         history = model.fit(
-            _batches(train, batch_size, shuffle=True),
+            _batches(train, batch_size, shuffle=True, seed=seed),
             validation_data=_batches(val, batch_size, shuffle=False) if has_val else None,
             epochs=epochs,
             shuffle=False,  # the batches are reshuffled each epoch by _batches
@@ -163,9 +177,11 @@ def fit(
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
-def _batches(data: tuple[np.ndarray, np.ndarray], batch_size: int, shuffle: bool) -> Any:
+def _batches(
+    data: tuple[np.ndarray, np.ndarray], batch_size: int, shuffle: bool, seed: int | None = None
+) -> Any:
     """``fit``'s input as a ``tf.data`` pipeline on one thread, without autotuning or prefetch,
-    reshuffled each epoch when ``shuffle`` (seeded by ``set_seed``).
+    reshuffled each epoch when ``shuffle`` (with ``seed``, else by ``set_seed``'s).
 
     Given numpy arrays, Keras builds a pipeline that prefetches with an autotuned thread pool
     as large as the machine. Slicing these small arrays needs no such pool, and two trainings
@@ -178,7 +194,7 @@ def _batches(data: tuple[np.ndarray, np.ndarray], batch_size: int, shuffle: bool
     x, y = data
     batches = tf.data.Dataset.from_tensor_slices((x, y.reshape(-1, 1)))
     if shuffle:
-        batches = batches.shuffle(len(y), reshuffle_each_iteration=True)
+        batches = batches.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
     options.threading.max_intra_op_parallelism = 1

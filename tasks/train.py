@@ -153,22 +153,24 @@ def _fit(
     track_price_mape: bool,
     validate: bool = True,
     batch_size: int | None = None,
-    steps_seed: int | None = None,
+    seed: int | None = None,
+    few_steps: bool = False,
 ) -> tuple[dict[str, list[float]], float]:
-    """Fit and time; ``validate=False`` skips the per-epoch validation pass (a short
-    fine-tune without early stopping needs none: the part is evaluated once afterwards);
-    ``steps_seed`` trains with `lstm.train_steps` (direct steps, shuffled with that seed)."""
+    """Fit and time, shuffling with ``seed`` (default ``config.seed``); ``validate=False``
+    skips the per-epoch validation pass (a short fine-tune without early stopping needs none:
+    the part is evaluated once afterwards); ``few_steps`` trains with `lstm.train_steps`."""
     from models import lstm
 
     hook = _price_mape_hook(model, prepared, config) if track_price_mape else None
+    seed = config.seed if seed is None else seed
     started = time.perf_counter()
-    if steps_seed is not None:
+    if few_steps:
         history = lstm.train_steps(
             model,
             (train.x, train.y),
             epochs=epochs,
             batch_size=batch_size or config.batch_size,
-            seed=steps_seed,
+            seed=seed,
             on_epoch_end=hook,
         )
         return history, time.perf_counter() - started
@@ -180,6 +182,7 @@ def _fit(
         batch_size=batch_size or config.batch_size,
         patience=patience,
         on_epoch_end=hook,
+        seed=seed,
     )
     return history, time.perf_counter() - started
 
@@ -275,7 +278,7 @@ def fine_tune(
     epochs = epochs or config.fine_tune_epochs
     fitted = _fit(
         model, prepared, train, config, epochs, None, track_price_mape,
-        validate=False, batch_size=batch, steps_seed=seed if few_steps else None,
+        validate=False, batch_size=batch, seed=seed, few_steps=few_steps,
     )  # fmt: skip
     return _result(model, frame, prepared, config, trained.timeframe, fitted, previous=trained)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import threading
 
 import numpy as np
 import pytest
@@ -177,3 +179,29 @@ def test_warm_up_trains_on_every_feature_a_preset_may_use():
     assert warm_up(TINY, days=TINY.window + 40) > 0
     with pytest.raises(ValueError, match="no training windows"):
         warm_up(TINY, days=TINY.window)
+
+
+def test_training_is_deterministic_while_other_threads_draw_random_numbers(wavy_frame):
+    """Prefect's threads (logs, events, retry jitter) draw from Python's global `random`,
+    which Keras draws unseeded initializer and dropout seeds from: a thread doing so
+    throughout must not change the weights of a fit or a fine-tune."""
+    config = TINY.replace(dropout=0.1)
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.wait(0.001):
+            random.random()
+
+    drawer = threading.Thread(target=draw, daemon=True)
+    drawer.start()
+    try:
+        runs = [train_model(wavy_frame, config, track_price_mape=False) for _ in range(2)]
+        tuned = [fine_tune(run, wavy_frame, track_price_mape=False) for run in runs]
+    finally:
+        stop.set()
+        drawer.join()
+    for first, second in (runs, tuned):
+        for a, b in zip(
+            first.keras_model.get_weights(), second.keras_model.get_weights(), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
