@@ -26,6 +26,23 @@ DATA = Path(__file__).parent / "data"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_dir_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Whatever runs without settings of its own (the child processes of the fault tests, a
+    flow reading the environment) writes its plots and reports to a temporary folder, never
+    to the checkout's ``data/``."""
+    path = tmp_path_factory.mktemp("data")
+    before = os.environ.get("CANDLECAST_DATA_DIR")
+    os.environ["CANDLECAST_DATA_DIR"] = str(path)
+    get_settings.cache_clear()
+    yield path
+    if before is None:
+        os.environ.pop("CANDLECAST_DATA_DIR", None)
+    else:
+        os.environ["CANDLECAST_DATA_DIR"] = before
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def cdd_dir() -> Path:
     """A folder of real CDD files (copied from shared/data/cryptodatadownload)."""
