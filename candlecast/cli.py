@@ -132,7 +132,7 @@ def run_daily(
                 preset=preset,
                 horizon=horizon,
                 runner=runner,
-                workers=workers,
+                workers=workers or 0,
                 return_state=True,
             )
         )

@@ -25,23 +25,33 @@ def daily_forecast(
     preset: str = "default",
     horizon: int = 7,
     runner: Runner = "auto",
-    workers: int | None = None,
+    workers: int = 0,
 ) -> list[SymbolOutcome]:
     """For each symbol: ingest, fine-tune or retrain, evaluate, register (champion gate),
     forecast with the champion and score earlier forecasts. A failing symbol does not lose the
-    others' results; the run then ends Failed, naming each failed symbol and its cause.
+    others' results; the run then ends Failed, naming each failed symbol and its cause, and
+    its state still holds the outcomes of the symbols that completed.
 
-    ``runner`` says where the symbols run (``tasks.parallel``): ``sequential``, ``processes``
-    (``workers`` processes, default one per core), ``dask`` (``CANDLECAST_DASK_ADDRESS`` or a
-    local cluster), ``deployments`` (a flow run of :func:`forecast_one` per symbol on the work
-    pool's workers), or ``auto`` (Dask if an address is set, else processes for several
-    symbols on more than 2 cores, else sequential: on 2 cores the pool costs more than it saves).
-    A failed run's state still holds the outcomes of the symbols that completed."""
+    Args:
+        symbols: Pairs as CDD names them, e.g. BTCUSDT, ETHUSDT (empty: BTCUSDT).
+        exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
+        mode: auto fine-tunes the champion on new candles and retrains when the policy says
+            so; fine_tune and retrain force one.
+        preset: Model preset: default (the product's), seed (the lecture's recipe), tiny.
+        horizon: Days ahead to forecast, 1 to 60.
+        runner: Where the symbols run: sequential, processes, dask (CANDLECAST_DASK_ADDRESS
+            or a local cluster), deployments (one flow run per symbol on the work pool), or
+            auto (Dask if an address is set, else processes for several symbols on more than
+            2 cores, else sequential).
+        workers: Processes or Dask workers for the processes and dask runners; 0 is one per
+            core.
+    """
     require_head()
     outcomes: list[SymbolOutcome] = []
     failures: dict[str, str] = {}
     parameters = {"exchange": exchange, "mode": mode, "preset": preset, "horizon": horizon}
-    states = fan_out(forecast_symbol, symbols or DEFAULT_SYMBOLS, parameters, runner, workers)
+    symbols = symbols or DEFAULT_SYMBOLS
+    states = fan_out(forecast_symbol, symbols, parameters, runner, workers or None)
     for symbol, state in states.items():
         outcome, cause = _outcome_and_cause(symbol, state)
         if outcome is not None:
@@ -71,7 +81,16 @@ def forecast_one(
     """The daily step for one symbol as a flow run of its own: ``daily_forecast`` with
     ``runner="deployments"`` starts one per symbol on the work pool. It ends Failed with the
     cause when the symbol failed. Its outcome (also a failed symbol's, when the champion still
-    forecast) is persisted as JSON in Prefect's result storage, where the parent reads it."""
+    forecast) is persisted as JSON in Prefect's result storage, where the parent reads it.
+
+    Args:
+        symbol: Pair as CDD names it, e.g. BTCUSDT.
+        exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
+        mode: auto fine-tunes the champion on new candles and retrains when the policy says
+            so; fine_tune and retrain force one.
+        preset: Model preset: default (the product's), seed (the lecture's recipe), tiny.
+        horizon: Days ahead to forecast, 1 to 60.
+    """
     require_head()
     state = forecast_symbol(
         symbol, exchange, mode=mode, preset=preset, horizon=horizon, return_state=True
@@ -94,7 +113,18 @@ def backfill(
     horizon: int = 7,
 ) -> list[SymbolOutcome]:
     """The forecasts each day from ``start`` to ``end`` (inclusive) would have received, each
-    from the candles up to that day only. Days already forecast are skipped (idempotent)."""
+    from the candles up to that day only. Days already forecast are skipped (idempotent).
+
+    Args:
+        symbol: Pair as CDD names it, e.g. BTCUSDT; its candles must be stored already.
+        start: First day to forecast from (UTC).
+        end: Last day to forecast from (UTC), inclusive.
+        exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
+        mode: auto fine-tunes the champion on new candles and retrains when the policy says
+            so; fine_tune and retrain force one.
+        preset: Model preset: default (the product's), seed (the lecture's recipe), tiny.
+        horizon: Days ahead to forecast, 1 to 60.
+    """
     from tasks.backfill import days_to_backfill
 
     require_head()

@@ -16,6 +16,11 @@ def ingest(
     """Ingest each symbol's CDD file; a failing symbol does not stop the others.
 
     The flow run fails after all symbols ran if any of them failed, naming each.
+
+    Args:
+        symbols: Pairs as CDD names them, e.g. BTCUSDT, ETHUSDT (empty: BTCUSDT).
+        exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
+        timeframe: d for daily candles, 1h for hourly ones.
     """
     require_head()
     futures = [ingest_symbol.submit(s, exchange, timeframe) for s in symbols or ["BTCUSDT"]]

@@ -27,42 +27,55 @@ def _pct(value: float | None) -> str:
 
 
 def summary_markdown(outcomes: list[SymbolOutcome], failures: dict[str, str]) -> str:
-    """A markdown summary: per symbol the action, version, champion, MAPE next to persistence,
-    skill, rows ingested and warnings; failed symbols with their cause."""
+    """A markdown summary: a narrow table per symbol (action, version, champion, MAPE next to
+    persistence, skill), then per symbol the decision, what was ingested and forecast, and its
+    warnings; failed symbols with their cause."""
     lines = [
         "# candlecast daily run",
         "",
-        "| symbol | as of | action | version | champion | MAPE | persistence | skill | "
-        "ingested | forecasts |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| symbol | as of | action | version | champion | MAPE | persistence | skill |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    for o in outcomes:
+        champion = f"v{o.champion_version}" if o.champion_version else "persistence"
+        skill = "n/a" if o.skill is None else f"{o.skill:+.4f}"
+        made = f"v{o.version}" + (" promoted" if o.promoted else "") if o.version else "none"
+        lines.append(
+            f"| {o.symbol} | {o.as_of[:10]} | {o.action} | {made} | {champion} | "
+            f"{_pct(o.test_mape)} | {_pct(o.persistence_mape)} | {skill} |"
+        )
+    done = {o.symbol for o in outcomes}
+    lines += [f"| {s} | | **failed** | | | | | |" for s in failures if s not in done]
     for o in outcomes:
         ingested = (
             f"{o.ingest['inserted']} new, {o.ingest['updated']} updated" if o.ingest else "skipped"
         )
-        champion = f"v{o.champion_version}" if o.champion_version else "none (persistence)"
-        skill = "n/a" if o.skill is None else f"{o.skill:+.4f}"
-        verdict = "promoted" if o.promoted else "candidate"
-        made = f"v{o.version} ({verdict})" if o.version is not None else "none"
-        lines.append(
-            f"| {o.symbol} | {o.as_of[:10]} | {o.action} | {made} | {champion} | "
-            f"{_pct(o.test_mape)} | {_pct(o.persistence_mape)} | {skill} | {ingested} | "
-            f"{len(o.forecasts)} ({o.forecasts_new} new), {o.scored} scored |"
-        )
-    done = {o.symbol for o in outcomes}
-    for symbol, cause in failures.items():
-        if symbol in done:
-            continue
-        lines.append(f"| {symbol} | | **failed** | | | | | | | {cause} |")
-    for o in outcomes:
-        lines += ["", f"## {o.symbol}", "", f"Decision: {o.decision}"]
+        lines += [
+            "",
+            f"## {o.symbol}",
+            "",
+            f"Decision: {o.decision}",
+            "",
+            f"- candles: {ingested}",
+            f"- forecasts: {len(o.forecasts)} ({o.forecasts_new} new), {o.scored} scored",
+        ]
         if o.plots:
             lines.append(f"- plots: artifact `{plots_key(o.exchange, o.symbol)}`")
         lines += [f"- warning: {w}" for w in o.warnings]
+    for symbol, cause in failures.items():
+        if symbol not in done:
+            lines += ["", f"## {symbol}", "", f"Failed: {cause}"]
     return "\n".join(lines) + "\n"
 
 
+def price_decimals(price: float) -> int:
+    """Decimals a price is quoted with (as CDD writes it, at most 8), and at least 2."""
+    written = f"{price:.8f}".rstrip("0")
+    return max(2, len(written) - written.index(".") - 1)
+
+
 def forecast_table(outcomes: list[SymbolOutcome]) -> list[dict[str, object]]:
+    """The champions' forecasts, each close quoted with the decimals of the last real one."""
     return [
         {
             "symbol": o.symbol,
@@ -70,7 +83,9 @@ def forecast_table(outcomes: list[SymbolOutcome]) -> list[dict[str, object]]:
             "as_of": str(row["as_of"])[:10],
             "horizon": row["horizon"],
             "target": str(row["target_time"])[:10],
-            "predicted_close": round(row["predicted_close"], 8),
+            "predicted_close": round(
+                row["predicted_close"], price_decimals(row["persistence_close"])
+            ),
             "persistence_close": row["persistence_close"],
         }
         for o in outcomes
@@ -85,18 +100,11 @@ def plots_key(exchange: str, symbol: str) -> str:
 
 
 def plots_markdown(outcome: SymbolOutcome) -> str:
-    """A symbol's plots inline (PNG as data URIs) with their file paths."""
+    """A symbol's plots inline (PNG as data URIs); the server's file paths stay out of it."""
     lines = [f"# {outcome.symbol} v{outcome.version}: plots", ""]
     for path in map(Path, outcome.plots):
         data = base64.b64encode(path.read_bytes()).decode()
-        lines += [
-            f"## {path.stem}",
-            "",
-            f"![{path.stem}](data:image/png;base64,{data})",
-            "",
-            f"`{path}`",
-            "",
-        ]
+        lines += [f"## {path.stem}", "", f"![{path.stem}](data:image/png;base64,{data})", ""]
     return "\n".join(lines)
 
 

@@ -126,7 +126,49 @@ def test_quick_run_from_the_ui_completes_and_writes_forecasts(
     selector = 'img[src^="data:image/png;base64,"]'
     widths = page.wait_for_function(loaded, arg=selector, timeout=UI_TIMEOUT_MS).json_value()
     assert widths == [1210] * 3, widths  # 0 for a picture the browser could not decode
+    expect(page.get_by_text(re.compile(r"/reports/|\.png`?$"))).to_have_count(0)  # no paths
+    run_url = f"{prefect_server.url}/runs/flow-run/{flow_run_id}"
+    _the_summary_fits_and_closes_read_like_prices(page, run_url)
+    _the_run_form_explains_each_parameter(page, deployment.id, prefect_server)
 
     rows = latest_forecasts(served.db_url, "WAVEUSDT")
     assert [r["horizon"] for r in rows] == [1, 2]
     assert {r["flow_run_id"] for r in rows} == {str(flow_run_id)}
+
+
+def _artifact(page: Page, run_url: str, key: str) -> None:
+    page.goto(run_url)
+    expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
+    page.get_by_text("Artifacts", exact=True).first.click()
+    expect(page.get_by_text(key, exact=True)).to_be_visible()
+    page.get_by_text(key, exact=True).click()
+
+
+def _the_summary_fits_and_closes_read_like_prices(page: Page, run_url: str) -> None:
+    """At 1400 px the summary table stays inside its panel, and the forecast table quotes a
+    predicted close with no more decimals than the close it starts from."""
+    _artifact(page, run_url, "daily-summary")
+    table = page.locator("table").first
+    expect(table).to_be_visible()
+    overflow = table.evaluate(
+        "t => t.getBoundingClientRect().right - t.parentElement.getBoundingClientRect().right"
+    )
+    assert overflow <= 1, f"the summary table overflows its panel by {overflow} px"
+    _artifact(page, run_url, "daily-forecasts")
+    expect(page.get_by_text("predicted_close").first).to_be_visible()
+    cells = page.locator("tr").evaluate_all(
+        "rows => rows.map(r => [...r.querySelectorAll('td')].map(c => c.innerText.trim()))"
+    )
+    rows = [r for r in cells if len(r) >= 7]
+    assert rows, cells
+    decimals = [tuple(len(v.partition(".")[2]) for v in (r[5], r[6])) for r in rows]
+    assert all(predicted <= max(2, last) for predicted, last in decimals), rows
+
+
+def _the_run_form_explains_each_parameter(
+    page: Page, deployment_id: UUID, prefect_server: PrefectServer
+) -> None:
+    page.goto(f"{prefect_server.url}/deployments/deployment/{deployment_id}/run")
+    expect(page.get_by_text("Processes or Dask workers", exact=False)).to_be_visible()
+    expect(page.get_by_text("Days ahead to forecast", exact=False)).to_be_visible()
+    expect(page.get_by_text("Property is type", exact=False)).to_have_count(0)

@@ -1,0 +1,75 @@
+"""What a person reads in the run's artifacts: closes quoted like prices, a table that fits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tasks.daily import SymbolOutcome
+from tasks.report import forecast_table, plots_markdown, price_decimals, summary_markdown
+
+
+def outcome(persistence: float, predicted: float, **extra: object) -> SymbolOutcome:
+    row = {
+        "as_of": datetime(2025, 10, 13, tzinfo=UTC),
+        "target_time": datetime(2025, 10, 14, tzinfo=UTC),
+        "horizon": 1,
+        "predicted_close": predicted,
+        "persistence_close": persistence,
+    }
+    fields: dict[str, object] = {
+        "exchange": "Binance",
+        "symbol": "BTCUSDT",
+        "timeframe": "d",
+        "as_of": "2025-10-13T00:00:00+00:00",
+        "rows": 2981,
+        "ingest": {"inserted": 1, "updated": 0},
+        "action": "fine_tune",
+        "decision": "v2 kept as candidate: it does not beat the champion",
+        "version": 2,
+        "champion_version": 1,
+        "test_mape": 1.804,
+        "persistence_mape": 1.873,
+        "skill": 0.0368,
+        "forecasts": [row],
+    }
+    return SymbolOutcome(**(fields | extra))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("persistence", "predicted", "shown"),
+    [
+        (113100.01, 113123.456789123, 113123.46),
+        (0.3528, 0.35311234567, 0.3531),
+        (245.0, 244.987654321, 244.99),
+        (0.00001234, 0.0000123456789, 0.00001235),
+    ],
+)
+def test_a_forecast_is_quoted_with_the_decimals_of_its_price(
+    persistence: float, predicted: float, shown: float
+) -> None:
+    (row,) = forecast_table([outcome(persistence, predicted)])
+    assert row["predicted_close"] == shown
+    assert price_decimals(persistence) >= 2
+
+
+def test_the_summary_table_is_narrow_and_the_rest_follows_per_symbol() -> None:
+    text = summary_markdown([outcome(113100.01, 113123.4)], {"ETHUSDT": "ETHUSDT: HTTP 404"})
+    header = next(line for line in text.splitlines() if line.startswith("| symbol"))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line != header]
+    assert header.count("|") == 9  # eight columns
+    assert all(len(cell.strip()) <= 12 for row in rows for cell in row.strip("|").split("|"))
+    assert "- candles: 1 new, 0 updated" in text
+    assert "- forecasts: 1 (0 new), 0 scored" in text
+    assert "## ETHUSDT\n\nFailed: ETHUSDT: HTTP 404" in text
+
+
+def test_the_plots_artifact_shows_pictures_and_no_server_paths(tmp_path: Path) -> None:
+    picture = tmp_path / "reports" / "BTCUSDT" / "v2" / "history.png"
+    picture.parent.mkdir(parents=True)
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n")
+    text = plots_markdown(outcome(1.0, 1.0, plots=[str(picture)]))
+    assert "](data:image/png;base64," in text
+    assert str(tmp_path) not in text and "reports/" not in text
