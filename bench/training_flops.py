@@ -64,11 +64,27 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
+def seconds_per_epoch(frame, config, epochs: int) -> float:
+    """Median wall time of epochs 2.. (epoch 1 also pays graph tracing)."""
+    from models import lstm
+    from tasks.prepare import prepare
+
+    stamps: list[float] = []
+    prepared = prepare(frame, config)
+    model = lstm.build(config, prepared.train.x.shape[2])
+    stamps.append(time.perf_counter())
+    lstm.fit(
+        model, (prepared.train.x, prepared.train.y), (prepared.val.x, prepared.val.y),
+        epochs=epochs, batch_size=config.batch_size,
+        on_epoch_end=lambda epoch, logs: stamps.append(time.perf_counter()),
+    )  # fmt: skip
+    return float(np.median(np.diff(stamps)[1:] if len(stamps) > 2 else np.diff(stamps)))
+
+
 def throughput(frame, config, epochs: int) -> dict[str, float]:
     """In this process: the matmul peak, then ``config`` trained for ``epochs`` epochs on
     ``frame``, then the peak again (the better one counts: a busy machine lowers one, rarely
     both). Seconds per epoch, FLOP/s and their ratio to the peak."""
-    from bench.training_speed import seconds_per_epoch
     from tasks.prepare import prepare
 
     peak = matmul_peak()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.data import DAILY_FILES, load_daily
-from bench.training_flops import throughput
+from bench.training_flops import seconds_per_epoch, throughput
 from models.presets import ModelConfig, preset
 from tasks.train import TrainedModel, fine_tune, train_model
 
@@ -32,24 +32,6 @@ def _timed(call, *args, **kwargs) -> tuple[TrainedModel, float]:
     began = time.perf_counter()
     result = call(*args, **kwargs)
     return result, time.perf_counter() - began
-
-
-def seconds_per_epoch(frame, config: ModelConfig, epochs: int) -> float:
-    """Median wall time of epochs 2.. (epoch 1 also pays graph tracing)."""
-    from models import lstm
-
-    stamps: list[float] = []
-    from tasks.prepare import prepare
-
-    prepared = prepare(frame, config)
-    model = lstm.build(config, prepared.train.x.shape[2])
-    stamps.append(time.perf_counter())
-    lstm.fit(
-        model, (prepared.train.x, prepared.train.y), (prepared.val.x, prepared.val.y),
-        epochs=epochs, batch_size=config.batch_size,
-        on_epoch_end=lambda epoch, logs: stamps.append(time.perf_counter()),
-    )  # fmt: skip
-    return float(np.median(np.diff(stamps)[1:] if len(stamps) > 2 else np.diff(stamps)))
 
 
 def compare(frame, config: ModelConfig, days: int = 1) -> dict[str, float]:
