@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.inference [--rounds 3]
 
 Each measurement runs both ways in the same run, interleaved round by round: ``numpy`` as
-shipped, ``keras`` with `models.lstm.numpy_forward` switched off (direct Keras calls, as
+shipped, ``keras`` with `models.inference.numpy_forward` switched off (direct Keras calls, as
 `predict` made before):
 
 1. one `predict` call of 1 row (a forecast step) and of 1,000 rows (a part's evaluation), on
@@ -34,7 +34,7 @@ import numpy as np
 
 from bench.daily_run import SYMBOLS, database, write_mirrors
 from bench.data import DAILY_FILES, load_daily
-from models import lstm
+from models import inference, lstm
 from models.presets import preset
 
 WAYS = ("numpy", "keras")
@@ -44,13 +44,13 @@ STAGES = ("train", "evaluate", "register", "forecast", "plots", "task")
 @contextlib.contextmanager
 def way(name: str) -> Iterator[None]:
     """``keras``: `predict` finds no NumPy pass for any model, so it calls Keras."""
-    shipped = lstm.numpy_forward
+    shipped = inference.numpy_forward
     if name == "keras":
-        lstm.numpy_forward = lambda model: None
+        inference.numpy_forward = lambda model: None
     try:
         yield
     finally:
-        lstm.numpy_forward = shipped
+        inference.numpy_forward = shipped
 
 
 def per_call_ms(model, rows: int, calls: int = 20) -> float:

@@ -11,7 +11,7 @@ first day (a full training), then every symbol's next day (one new candle, a fin
 on a fresh SQLite database, reading the process's resident memory after each step.
 
 Variants, each in its own process: ``released`` as shipped, and ``kept`` with
-``models.lstm.releasing_traced_gradients`` replaced by a no-op, as TensorFlow leaves things:
+``models.training.releasing_traced_gradients`` replaced by a no-op, as TensorFlow leaves things:
 every traced train step then stays in its gradient registry (tensorflow/tensorflow#97697).
 Printed per variant and day: resident MiB before, halfway and after, the MiB each symbol
 added over the day's second half (what a leak keeps adding, past the first symbols' one-time
@@ -40,10 +40,10 @@ def run_worker(variant: str, count: int) -> list[tuple[str, str, float, float]]:
     """In a fresh worker process: (day, symbol, seconds, resident MiB after) per step."""
     import psutil
 
-    from models import lstm
+    from models import training
 
     if variant == "kept":
-        lstm.releasing_traced_gradients = contextlib.nullcontext
+        training.releasing_traced_gradients = contextlib.nullcontext
     process = psutil.Process()
     steps = [("start", "", 0.0, process.memory_info().rss / 2**20)]
     with tempfile.TemporaryDirectory() as folder:

@@ -66,14 +66,14 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
 
 def seconds_per_epoch(frame, config, epochs: int) -> float:
     """Median wall time of epochs 2.. (epoch 1 also pays graph tracing)."""
-    from models import lstm
+    from models import lstm, training
     from tasks.prepare import prepare
 
     stamps: list[float] = []
     prepared = prepare(frame, config)
     model = lstm.build(config, prepared.train.x.shape[2])
     stamps.append(time.perf_counter())
-    lstm.fit(
+    training.fit(
         model, (prepared.train.x, prepared.train.y), (prepared.val.x, prepared.val.y),
         epochs=epochs, batch_size=config.batch_size,
         on_epoch_end=lambda epoch, logs: stamps.append(time.perf_counter()),

@@ -89,7 +89,7 @@ def forecast_symbol(
     records the seconds of each stage, measured here (``slot``: waiting for that slot), and
     of the whole step (``task``).
     """
-    from models.lstm import TrainingDivergedError
+    from models.training import TrainingDivergedError
     from models.presets import preset as load_preset
 
     stages = Stages()

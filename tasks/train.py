@@ -158,14 +158,14 @@ def _fit(
 ) -> tuple[dict[str, list[float]], float]:
     """Fit and time, shuffling with ``seed`` (default ``config.seed``); ``validate=False``
     skips the per-epoch validation pass (a short fine-tune without early stopping needs none:
-    the part is evaluated once afterwards); ``few_steps`` trains with `lstm.train_steps`."""
-    from models import lstm
+    the part is evaluated once afterwards); ``few_steps`` trains with `training.train_steps`."""
+    from models import training
 
     hook = _price_mape_hook(model, prepared, config) if track_price_mape else None
     seed = config.seed if seed is None else seed
     started = time.perf_counter()
     if few_steps:
-        history = lstm.train_steps(
+        history = training.train_steps(
             model,
             (train.x, train.y),
             epochs=epochs,
@@ -174,7 +174,7 @@ def _fit(
             on_epoch_end=hook,
         )
         return history, time.perf_counter() - started
-    history = lstm.fit(
+    history = training.fit(
         model,
         (train.x, train.y),
         (prepared.val.x, prepared.val.y) if validate else None,
@@ -234,7 +234,7 @@ def train_model(
 
     Early stopping on validation loss (best weights restored) when `config.patience` is set.
     `track_price_mape` adds the per-epoch price-space MAPE to the history (one extra forward
-    pass per epoch). Raises models.lstm.TrainingDivergedError on a NaN/inf loss.
+    pass per epoch). Raises models.training.TrainingDivergedError on a NaN/inf loss.
     """
     from models import lstm
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from models import lstm
+from models import inference, lstm, training
 from models.presets import PRESETS, ModelConfig, preset
 
 
@@ -63,7 +63,7 @@ def test_keras_bytes_round_trip_gives_identical_predictions():
     config = preset("tiny")
     model = lstm.build(config, n_features=2)
     x = np.random.default_rng(0).normal(size=(16, config.window, 2)).astype(np.float32)
-    lstm.fit(model, (x, x[:, -1, 0]), None, epochs=1, batch_size=8)
+    training.fit(model, (x, x[:, -1, 0]), None, epochs=1, batch_size=8)
     data = lstm.to_bytes(model)
     assert data[:2] == b"PK"  # a .keras zip archive, not HDF5
     with warnings.catch_warnings():
@@ -79,11 +79,11 @@ def test_nan_loss_stops_training_with_an_error(direct_steps):
     model = lstm.build(config, n_features=1)
     x = np.zeros((32, config.window, 1), dtype=np.float32)
     y = np.full(32, np.nan, dtype=np.float32)
-    with pytest.raises(lstm.TrainingDivergedError, match="nan at epoch 1, batch 1"):
+    with pytest.raises(training.TrainingDivergedError, match="nan at epoch 1, batch 1"):
         if direct_steps:
-            lstm.train_steps(model, (x, y), epochs=2, batch_size=16, seed=0)
+            training.train_steps(model, (x, y), epochs=2, batch_size=16, seed=0)
         else:
-            lstm.fit(model, (x, y), None, epochs=2, batch_size=16)
+            training.fit(model, (x, y), None, epochs=2, batch_size=16)
 
 
 def _train_step_graphs() -> int:
@@ -109,11 +109,11 @@ def test_a_finished_training_leaves_no_traced_graph_behind(direct_steps):
 
     def train(y: np.ndarray) -> None:
         model = lstm.build(config, n_features=1)
-        with contextlib.suppress(lstm.TrainingDivergedError):
+        with contextlib.suppress(training.TrainingDivergedError):
             if direct_steps:
-                lstm.train_steps(model, (x, y), epochs=1, batch_size=8, seed=0)
+                training.train_steps(model, (x, y), epochs=1, batch_size=8, seed=0)
             else:
-                lstm.fit(model, (x, y), None, epochs=1, batch_size=8)
+                training.fit(model, (x, y), None, epochs=1, batch_size=8)
 
     train(rows["finite"])  # Keras's and TensorFlow's own first-use state, once per process
     graphs, registered = _train_step_graphs(), set(ops._gradient_registry._registry)
@@ -131,7 +131,7 @@ def test_direct_steps_train_every_row_once_per_epoch_and_log_each_epoch():
     y = rng.normal(size=40).astype(np.float32)
     before = model.optimizer.iterations.numpy()
     seen = []
-    history = lstm.train_steps(
+    history = training.train_steps(
         model, (x, y), epochs=3, batch_size=16, seed=0,
         on_epoch_end=lambda epoch, logs: seen.append(epoch) or logs.update(extra=epoch * 2.0),
     )  # fmt: skip
@@ -154,12 +154,12 @@ def test_fit_batches_hold_every_row_once_per_epoch_reshuffled_on_one_thread():
         return order
 
     lstm.set_seed(0)
-    batches = lstm._batches((x, y), batch_size=16, shuffle=True)
+    batches = training._batches((x, y), batch_size=16, shuffle=True)
     assert [len(yb) for _, yb in batches] == [16, 16, 8]
     first, second = epoch(batches), epoch(batches)
     assert sorted(first) == sorted(second) == list(range(40))  # every row once per epoch
     assert first != second and list(range(40)) not in (first, second)  # reshuffled each epoch
-    assert epoch(lstm._batches((x, y), batch_size=16, shuffle=False)) == list(range(40))
+    assert epoch(training._batches((x, y), batch_size=16, shuffle=False)) == list(range(40))
     options = batches.options()  # no thread pool of the machine's size to fight over
     assert options.threading.private_threadpool_size == 1
     assert options.autotune.enabled is False
@@ -181,7 +181,7 @@ def test_numpy_forward_pass_gives_what_keras_gives(config: ModelConfig) -> None:
     rng = np.random.default_rng(2)
     x = rng.normal(size=(300, config.window, len(config.features))).astype(np.float32)
     model = lstm.build(config, n_features=len(config.features))
-    assert lstm.numpy_forward(model) is not None
+    assert inference.numpy_forward(model) is not None
 
     def keras_call() -> np.ndarray:
         return np.asarray(model(x, training=False)).reshape(-1)
@@ -202,6 +202,26 @@ def test_a_network_built_otherwise_is_predicted_by_keras() -> None:
         keras.layers.LSTM(4, activation="relu", name="lstm_1"),
     ):
         model = keras.Model(inputs, keras.layers.Dense(1, name="output")(layer(inputs)))
-        assert lstm.numpy_forward(model) is None
+        assert inference.numpy_forward(model) is None
         expected = np.asarray(model(x, training=False)).reshape(-1)
         np.testing.assert_allclose(lstm.predict(model, x), expected, rtol=1e-6)
+
+
+def test_a_tensorflow_whose_gradient_registry_changed_fails_loudly(monkeypatch, caplog):
+    """The workaround edits a private TensorFlow registry: a TensorFlow laid out otherwise is
+    an error naming what to do, and an untested version a warning, never a quiet leak."""
+    import tensorflow as tf
+    from tensorflow.python.framework import ops
+
+    from models import tf_gradients
+
+    tf_gradients._registry.cache_clear()
+    monkeypatch.setattr(tf, "__version__", "9.9.0")
+    monkeypatch.setattr(ops, "_gradient_registry", object())
+    try:
+        with pytest.raises(tf_gradients.GradientRegistryChanged, match="--lifetime"):
+            with tf_gradients.releasing_traced_gradients():
+                pass
+        assert "tested on TensorFlow 2.21, this is 9.9.0" in caplog.text
+    finally:
+        tf_gradients._registry.cache_clear()

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from models import lstm
+from models import lstm, training
 from models.presets import preset
 from tasks.forecast import forecast
 from tasks.prepare import latest_window, prepare, to_price
@@ -37,7 +37,9 @@ def test_train_model_returns_a_serializable_evaluated_model(wavy_frame):
 
 def _first_epoch_loss(model, samples, config, lr):
     lstm.compile_model(model, config, lr)
-    history = lstm.fit(model, (samples.x, samples.y), None, epochs=1, batch_size=config.batch_size)
+    history = training.fit(
+        model, (samples.x, samples.y), None, epochs=1, batch_size=config.batch_size
+    )
     return history["loss"][0]
 
 
