@@ -295,7 +295,7 @@ def prefect_server(kind: str, admin_url: str) -> Iterator[None]:
         temporary_settings,
     )
 
-    from tasks.parallel import DISK_LEASE_STORAGE
+    from tasks.training_slots import DISK_LEASE_STORAGE
 
     with tempfile.TemporaryDirectory() as home:
         leases = {  # under this home, not in a shared ~/.prefect
@@ -331,7 +331,7 @@ def run_day(
     """One flow run; (wall seconds, Running seconds, outcomes, workers)."""
     from candlecast.settings import get_settings
     from flows.daily import daily_forecast
-    from tasks.parallel import resolve_runner
+    from tasks.runners import resolve_runner
 
     os.environ.update(settings_environment(url, mirror, data_dir))
     os.environ.pop("CANDLECAST_DASK_ADDRESS", None)

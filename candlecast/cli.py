@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 
 from candlecast.errors import CandlecastError
-from tasks.parallel import Runner
+from tasks.runners import Runner
 
 app = typer.Typer(
     help="Daily CDD candles into SQL and an honest LSTM forecast.", no_args_is_help=True

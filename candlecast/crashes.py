@@ -2,7 +2,7 @@
 
 A flow run whose machine loses power, or whose container is evicted, never reports a final
 state: it stays Running in the UI forever, and a ``daily`` run with ``runner="deployments"``
-waits ``tasks.parallel.DEPLOYMENT_WAIT_S`` (6 h) for such a symbol run before it gives up.
+waits ``tasks.deployments.DEPLOYMENT_WAIT_S`` (6 h) for such a symbol run before it gives up.
 Every flow run sends a heartbeat event every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds
 (180 by default); the automation made here, the one Prefect's "detect zombie flows" guide
 describes, marks a run of candlecast's flows Crashed once no heartbeat and no final state has

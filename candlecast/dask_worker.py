@@ -8,8 +8,8 @@ At worker start, before any task: sizes TensorFlow's and BLAS's thread pools to 
 here: bench/daily_run.py), imports TensorFlow and the daily pipeline, and trains a throwaway
 ``default`` model (``tasks.train.warm_up``), so the first symbol a daily run sends to the
 worker waits neither for imports nor for TensorFlow's first-call set-up; then it takes what
-is alive out of the garbage collector's full passes (``tasks.parallel.freeze_heap``). It
-also stops the worker's statistical profiler (``tasks.parallel.DASK_WORKER_CONFIG`` says
+is alive out of the garbage collector's full passes (``tasks.threads.freeze_heap``). It
+also stops the worker's statistical profiler (``tasks.runners.DASK_WORKER_CONFIG`` says
 why).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 def dask_setup(worker: Any) -> None:
     """Dask's preload hook, called in the worker process before it accepts tasks."""
-    from tasks.parallel import PROFILER_CALLBACKS
+    from tasks.runners import PROFILER_CALLBACKS
 
     for name in PROFILER_CALLBACKS:  # registered by Worker.__init__, started after preloads
         worker.periodic_callbacks.pop(name, None)
@@ -32,7 +32,7 @@ def prepare_worker(threads: int) -> None:
     """Make this process a long-lived worker: TensorFlow's and BLAS's pools sized to
     ``threads``, the daily pipeline imported, TensorFlow's first-call costs paid
     (``tasks.train.warm_up``). Also the initializer of bench/daily_run.py's process pool."""
-    from tasks.parallel import freeze_heap, limit_threads
+    from tasks.threads import freeze_heap, limit_threads
 
     limit_threads(threads)
     import tasks.daily  # noqa: F401 - the import is the point

@@ -11,8 +11,8 @@ from prefect.states import Failed
 from db.migrate import require_head
 from tasks.daily import Mode, SymbolOutcome, forecast_symbol
 from tasks.logs import run_logger
-from tasks.parallel import Runner, fan_out
 from tasks.report import publish_run_report
+from tasks.runners import Runner, fan_out
 
 DEFAULT_SYMBOLS = ["BTCUSDT"]
 

@@ -24,10 +24,12 @@ from db.schema import ModelVersion
 from db.session import session_factory
 from tasks.ingest import IngestResult, ingest_symbol
 from tasks.logs import current_flow_run_id, run_logger
-from tasks.parallel import SYMBOL_TIMEOUT_S, freeze_heap, training_slot
 from tasks.registry import forecast_rows, load_trained, register
 from tasks.report import publish_plots
+from tasks.runners import SYMBOL_TIMEOUT_S
+from tasks.threads import freeze_heap
 from tasks.timing import Stages
+from tasks.training_slots import training_slot
 
 Mode = Literal["auto", "fine_tune", "retrain"]
 
@@ -85,12 +87,12 @@ def forecast_symbol(
     ``as_of`` cuts the candles at that open time (a backfill sees only what existed then);
     ``ingest=False`` skips the download (the backfill, benchmarks). The new version's plots
     are drawn and published as ``settings.plots`` says (all, promoted only, none). Training
-    holds one of the host's training slots (``tasks.parallel.training_slot``); ``timings``
+    holds one of the host's training slots (``tasks.training_slots.training_slot``); ``timings``
     records the seconds of each stage, measured here (``slot``: waiting for that slot), and
     of the whole step (``task``).
     """
-    from models.training import TrainingDivergedError
     from models.presets import preset as load_preset
+    from models.training import TrainingDivergedError
 
     stages = Stages()
     began = time.perf_counter()

@@ -26,17 +26,10 @@ from db.schema import Candle, Forecast, ModelVersion
 from db.session import session_factory
 from flows.daily import daily_forecast
 from tasks.ingest import ingest_symbol
-from tasks.parallel import (
-    MEMORY_LEASE_STORAGE,
-    PROFILER_CALLBACKS,
-    SEQUENTIAL_UP_TO_CORES,
-    _ensure_training_limit,
-    cores,
-    fan_out,
-    resolve_runner,
-    training_limit_name,
-)
 from tasks.report import plots_key
+from tasks.runners import PROFILER_CALLBACKS, SEQUENTIAL_UP_TO_CORES, fan_out, resolve_runner
+from tasks.threads import cores
+from tasks.training_slots import MEMORY_LEASE_STORAGE, _ensure_training_limit, training_limit_name
 from tests.conftest import QuietHandler, wavy_cdd_csv
 
 SYMBOLS = ["WAVEUSDT", "WAVFUSDT", "WAVGUSDT"]
@@ -56,7 +49,7 @@ def test_a_worker_limits_blas_threads_loaded_before_it_was_prepared() -> None:
     """`limit_threads`, run first in a spawned worker, also shrinks the BLAS pool that NumPy
     loaded before it (one thread per core by default), not only the libraries loaded after."""
     code = (
-        "import json, numpy; from tasks.parallel import limit_threads; limit_threads(1); "
+        "import json, numpy; from tasks.threads import limit_threads; limit_threads(1); "
         "from threadpoolctl import threadpool_info; "
         "print(json.dumps([(i['internal_api'], i['num_threads']) for i in threadpool_info()]))"
     )
@@ -74,7 +67,7 @@ def test_freeze_heap_collects_the_garbage_then_freezes_what_is_alive_once() -> N
         "class Node: pass\n"
         "dropped = Node(); dropped.me = dropped; gone = weakref.ref(dropped); del dropped\n"
         "kept = Node(); kept.me = kept\n"
-        "from tasks.parallel import freeze_heap\n"
+        "from tasks.threads import freeze_heap\n"
         "freeze_heap(); frozen = gc.get_freeze_count()\n"
         "later = Node(); later.me = later\n"
         "freeze_heap()\n"
@@ -262,7 +255,7 @@ def test_a_symbol_stuck_on_a_dask_worker_fails_at_the_deadline_without_the_other
     warns so on every task run): the tasks go without one, and the flow stops waiting for a
     symbol at `SYMBOL_TIMEOUT_S`, reporting it failed while the others complete."""
     monkeypatch.delenv("CANDLECAST_DASK_ADDRESS", raising=False)
-    monkeypatch.setattr("tasks.parallel.SYMBOL_TIMEOUT_S", 15.0)
+    monkeypatch.setattr("tasks.runners.SYMBOL_TIMEOUT_S", 15.0)
     get_settings.cache_clear()
 
     @flow
@@ -419,7 +412,7 @@ def test_a_dask_worker_killed_mid_symbol_has_it_run_again_and_every_symbol_compl
     monkeypatch.setenv("CANDLECAST_CDD_BASE_URL", base_url)
     # only the kill ends the hung download; without it the flow gives up on the symbol
     monkeypatch.setenv("CANDLECAST_HTTP_READ_TIMEOUT_S", "3600")
-    monkeypatch.setattr("tasks.parallel.SYMBOL_TIMEOUT_S", 120.0)
+    monkeypatch.setattr("tasks.runners.SYMBOL_TIMEOUT_S", 120.0)
     killed: list[list[str]] = []  # the command line of the killed process's parent
 
     def kill_the_worker_that_hangs() -> None:

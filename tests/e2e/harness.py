@@ -28,7 +28,7 @@ from prefect.client.schemas.objects import FlowRun
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tasks.parallel import DISK_LEASE_STORAGE
+from tasks.training_slots import DISK_LEASE_STORAGE
 from tests.conftest import postgres_unreachable, scratch_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]

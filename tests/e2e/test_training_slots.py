@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.parallel import TRAINING_LEASE_S, training_limit_name
+from tasks.training_slots import TRAINING_LEASE_S, training_limit_name
 from tests.e2e.harness import (
     PrefectServer,
     Process,
@@ -30,7 +30,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from prefect import flow
-from tasks.parallel import training_slot
+from tasks.training_slots import training_slot
 
 @flow
 def hold(flag: str) -> str:

@@ -39,7 +39,7 @@ from candlecast.crashes import AUTOMATION, FLOWS
 from candlecast.serve import PREFECT_YAML, deployments
 from db.schema import Forecast, ModelVersion
 from db.session import session_factory
-from tasks.parallel import DEPLOYMENT_POLL_S, SYMBOL_DEPLOYMENT, run_deployments
+from tasks.deployments import DEPLOYMENT_POLL_S, SYMBOL_DEPLOYMENT, run_deployments
 from tests.conftest import wavy_cdd_csv
 from tests.e2e.harness import (
     BIN,
