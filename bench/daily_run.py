@@ -5,48 +5,14 @@ parallel, the first run (full training) and the next day's (one new candle).
         [--runners sequential,processes,dask-cluster] [--rounds N] [--no-single]
         [--prefect-db sqlite|postgresql] [--plots all|promoted|none] [--symbols N]
 
-``--symbols N`` times N symbols instead of 4: the 4 real pairs, then copies of their files
-under new names (``bench_symbols``), so a run shows how the figures move with the number of
-pairs; the RESULT keys then say ``Nsym``.
-
-Parallel runs two ways, two workers each: ``processes`` (a process pool the flow run starts
-and stops itself, so every run pays for spawning the workers and importing TensorFlow in
-them) and ``dask-cluster`` (a standing local Dask cluster, as a deployment keeps one running
-beside its Prefect server: started before the timed runs with README's ``dask scheduler`` and
-``dask worker`` commands and their preloads, ``standing_cluster``; its start-up is printed,
-not counted in the runs).
-
-BTC, ETH, ADA and BNB daily files from shared/data/cryptodatadownload are served from a local
-folder; on the first day each file lacks its newest final candle, which the next day's copy
-adds (so day 2 ingests one candle per symbol and fine-tunes). Each case gets a fresh database
-(a SQLite file; a scratch PostgreSQL database created and dropped) and runs the real
-``flows.daily.daily_forecast`` flow under a temporary Prefect server, whose own metadata is in
-SQLite (Prefect's test harness, the default) or, with ``--prefect-db postgresql``, in a
-scratch PostgreSQL database, as README "Several machines" recommends for several workers.
-``--plots`` sets ``CANDLECAST_PLOTS`` for every run (default ``all``, as shipped).
-Stage seconds are measured inside the task code (``SymbolOutcome.timings``) and summed over
-symbols; Prefect's overhead is the flow's wall time less the in-task time (sequential: the
-sum; parallel: the sum divided by the workers, so it also holds process start-up and
-imbalance); ``slot`` is the wait for a training slot of the host's Prefect concurrency limit.
-``running`` is the flow run's time in the Running state by the Prefect server's clock (its
-``start_time`` to ``end_time``): the wall less the flow run's creation before it and, after
-it, the join of the flow's heartbeat thread, which sleeps in whole seconds (up to 1 s, so
-walls end in .1 s; README "Scaling out", Benchmarks). Speed-ups are printed on both.
-The ``cpu`` columns are the CPU seconds each role used during the run (``cpu_seconds``: the
-flow's process, the worker processes, the Prefect server, PostgreSQL) and ``cores`` their sum
-over the wall: how busy the run kept the machine, and what the engines cost in CPU rather
-than in waiting. Each round's parallel speed-up is printed split exactly into those two: the
-cores it kept busy over the sequential run's, divided by the CPU it used over the sequential
-run's (the same work: above 1 the parallel layout cost more CPU).
-
-This machine is shared, and the same run takes 1.5-2x longer at one hour than at another, so
-``--rounds N`` repeats the 4-symbol (``--symbols``) cases interleaved (sequential, then each
-parallel runner) and the speed-ups are each round's own ratio, median over rounds. Each round
-first measures two ceilings, against which the pipeline's speed-up is read: one ``default``
-training alone against two of them side by side in two single-threaded processes (no Prefect,
-no database), and the whole per-symbol pipeline for the same symbols called as plain functions,
-one after another in this process against spread over those two processes (no Prefect, no
-Dask): what two cores give the training, and the pipeline, at that moment.
+Each case gets a fresh database and runs the real ``flows.daily.daily_forecast`` flow under a
+temporary Prefect server on the shared daily files, served from a local folder; the next day's
+copy adds one candle per symbol. ``processes`` is a pool the flow run starts itself;
+``dask-cluster`` a standing local cluster started beforehand with docs/scaling.md's commands
+(``standing_cluster``). The 4-symbol cases (``--symbols N``: N) run in interleaved rounds,
+each round also measuring two ceilings without Prefect or a database, and speed-ups are each
+round's own ratios, median over rounds. docs/benchmarks.md says what the columns mean and
+shows the current figures; bench/SCALING.md keeps every run.
 """
 
 from __future__ import annotations

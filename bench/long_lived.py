@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.long_lived [--symbols 40] [--variants released,kept]
 
-A standing Dask worker (README "Scaling out") lives for days and runs every symbol it is sent,
+A standing Dask worker (docs/scaling.md) lives for days and runs every symbol it is sent,
 each training a new model. This runs, in one fresh process set up as such a worker
 (``candlecast.dask_worker.prepare_worker``, one TensorFlow thread), the daily step of
 ``--symbols`` symbols (the 4 real daily files, then copies under new names:

@@ -6,7 +6,7 @@ Dask's scheduler unpickles every task graph a client sends it, and a candlecast 
 names the pipeline's modules: the task itself (``tasks.daily.forecast_symbol``) and the flow
 in the context Prefect sends with it (``flows.daily.daily_forecast``). Without this preload the
 scheduler imports them when the first symbol arrives, so the first flow run after it starts
-waits for that (2.2 s here, README "Scaling out"), and a scheduler started from an
+waits for that (docs/scaling.md), and a scheduler started from an
 environment without candlecast fails every symbol with Dask's "Error during deserialization of
 the task graph". With it the scheduler imports them as it starts, and such an environment
 fails there, at once. TensorFlow is not among them: the scheduler never runs a task.

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         default="all",
         description="Which new versions get their plots (three PNG files and a plots "
         "artifact): 'all', 'promoted' (a version that becomes the champion) or 'none'. With many "
-        "symbols, plotting is about half of a next-day run's work, and 0.46 MB a symbol a day.",
+        "symbols, plotting is about half of a next-day run's work (docs/benchmarks.md).",
     )
     dask_address: str | None = Field(
         default=None,

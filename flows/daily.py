@@ -152,7 +152,7 @@ def _outcome_and_cause(symbol: str, state: State) -> tuple[SymbolOutcome | None,
 
     ``state`` is a task run's, or a symbol flow run's read from the API; that flow run's
     outcome lies in Prefect's result storage, readable here only where this machine shares it
-    (README "Scaling out"); else the state and its message are all there is.
+    (docs/scaling.md); else the state and its message are all there is.
     """
     try:
         value = state.result(raise_on_failure=False)

@@ -96,9 +96,7 @@ def _batches(
 
     Given numpy arrays, Keras builds a pipeline that prefetches with an autotuned thread pool
     as large as the machine. Slicing these small arrays needs no such pool, and two trainings
-    side by side fight over it: on 2 cores two ``default`` trainings at once took 1.15-1.6x
-    the time of one with Keras's pipeline and 0.9-1.2x with this one, which also trains
-    alone about 25% faster (``parallel_ceiling`` in bench/daily_run.py).
+    side by side fight over it (``parallel_ceiling`` in bench/daily_run.py measures it).
     """
     import tensorflow as tf
 

@@ -1,9 +1,8 @@
 """The lecture's pictures, done honestly: PNG files of the training curves and the fits.
 
 Each figure gets fixed margins, wide enough for six-digit prices and rotated dates, instead
-of ``tight_layout``, which lays the whole figure out once more to measure it: a symbol's
-three plots took 0.52-0.59 s with it and 0.37-0.43 s without, and plotting is still about
-40% of the next day's per-symbol work (README "Scaling out", Benchmarks).
+of ``tight_layout``, which lays the whole figure out once more to measure it: plotting is a
+large share of a next day's per-symbol work (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -104,12 +103,11 @@ def _fit_plot(trained: TrainedModel, name: str, samples: Samples, directory: Pat
 def _save(fig: plt.Figure, path: Path) -> Path:
     """Draw ``fig`` at ``DPI`` and write it as a PNG of at most 256 colours, then close it.
 
-    Line plots on a white ground need few colours: against matplotlib's own RGBA PNG a
-    symbol's three plots take a third of the bytes (123 KB instead of 361 KB for BTC, which
-    every day's plots artifact carries to the Prefect server and its database) in the same
-    time (0.42 s against 0.44 s), and no pixel moves by more than 14 levels of 255. The
-    colour the background maps to is set back to the background's exact colour (the
-    octree averages it with the antialiased edges next to it).
+    Line plots on a white ground need few colours: against matplotlib's own RGBA PNG the
+    plots take about a third of the bytes, which every day's plots artifact carries to the
+    Prefect server and its database, in the same time. The colour the background maps to is
+    set back to the background's exact colour (the octree averages it with the antialiased
+    edges next to it).
     """
     path = Path(path)
     fig.set_dpi(DPI)

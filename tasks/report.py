@@ -1,10 +1,8 @@
 """What each run shows: Prefect artifacts and the same report as files for people without UI.
 
 The flow run gets the summary and the forecast table; each symbol's task run gets its plots
-(``plots-<exchange>-<symbol>``), made where the symbol ran. One artifact of every symbol's
-plots at the end of the run was 0.46 MB per symbol, uploaded from the flow's process after
-the last symbol: over Prefect's 1.5 MB event limit from 4 symbols on (the server then refuses
-to publish its event), and 45 MB in one request for 100 symbols.
+(``plots-<exchange>-<symbol>``), made where the symbol ran: one artifact of every symbol's
+plots at the end of the run would outgrow Prefect's event size limit within a few symbols.
 """
 
 from __future__ import annotations

@@ -356,8 +356,8 @@ def warm_up(config: ModelConfig, days: int = 120) -> float:
     on a synthetic daily series; returns the seconds it took.
 
     A long-lived worker (a standing Dask cluster's, ``candlecast.dask_worker``) calls it once
-    at start, so TensorFlow's first-call costs (runtime and kernel set-up, about 0.5 s here)
-    are paid there and not by the first symbol it trains. Nothing is stored.
+    at start, so TensorFlow's first-call costs (runtime and kernel set-up) are paid there
+    and not by the first symbol it trains. Nothing is stored.
     """
     began = time.perf_counter()
     close = 100.0 * np.exp(np.cumsum(0.01 * np.sin(np.arange(days) / 3.0)))

@@ -17,7 +17,7 @@ from tasks.threads import cores
 # takes, so a dead holder's slot is free again after this plus the server's repossessor pass.
 TRAINING_LEASE_S = 60.0
 # Leases kept in the server's memory are lost on a restart, and the slot then stays counted
-# for good (README "Several machines"); DISK_LEASE_STORAGE keeps them under PREFECT_HOME.
+# for good (docs/scaling.md, "Several machines"); DISK_LEASE_STORAGE keeps them under PREFECT_HOME.
 MEMORY_LEASE_STORAGE = "prefect.server.concurrency.lease_storage.memory"
 DISK_LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
@@ -52,7 +52,7 @@ def _ensure_training_limit(name: str, slots: int) -> None:
         run_logger().warning(
             "the Prefect server keeps concurrency leases in memory (%s): if it restarts while "
             "a training holds a slot of %s, that slot stays taken for good; start the server "
-            'with PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=%s (README "Several machines")',
+            "with PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=%s (docs/scaling.md)",
             storage,
             name,
             DISK_LEASE_STORAGE,

@@ -1,5 +1,5 @@
 """The host's training slots across a Prefect server restart and a holder that dies, on a
-server set up as README "Several machines" step 2 says (leases on disk)."""
+server set up as docs/scaling.md "Several machines" step 2 says (leases on disk)."""
 
 from __future__ import annotations
 

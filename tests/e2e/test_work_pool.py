@@ -1,4 +1,4 @@
-"""The daily fan-out as one flow run per symbol on a Prefect work pool, as README "Scaling out"
+"""The daily fan-out as one flow run per symbol on a Prefect work pool, as docs/scaling.md
 sets it up: the real server, a ``process`` work pool, prefect.yaml's deployments registered
 with ``prefect deploy --all``, two ``prefect worker start`` processes (each with its own
 PREFECT_HOME and data folder, as on two machines) on one PostgreSQL database, a shared result
