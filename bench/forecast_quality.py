@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data import DAILY_FILES, load_daily
+from candlecast.errors import CandlecastError
 from models.presets import ModelConfig, preset
 from tasks.evaluate import evaluate
 from tasks.prepare import split_bounds, windows
@@ -76,13 +77,24 @@ def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int
     return walk
 
 
+def load_files(files: list[Path]) -> list[tuple[str, pd.DataFrame]]:
+    """(symbol, final candles) of each file, the symbol read from the file's own symbol column;
+    all are read before any training, so a file that is not one pair's CDD file fails at once.
+
+    Raises
+    ------
+    ValueError or candlecast.errors.ParseError, naming the file or its pair.
+    """
+    return [load_daily(path) for path in files]
+
+
 def run(
-    files: list[Path], presets: list[str], every: int, ft_every: int, seed_epochs: int,
-    changes: dict[str, object] | None = None, modes: tuple[str, ...] = ("retrain", "auto"),
+    series: list[tuple[str, pd.DataFrame]], presets: list[str], every: int, ft_every: int,
+    seed_epochs: int, changes: dict[str, object] | None = None,
+    modes: tuple[str, ...] = ("retrain", "auto"),
 ):  # fmt: skip
     rows = []
-    for path in files:
-        symbol, frame = load_daily(path)
+    for symbol, frame in series:
         for name in presets:
             config, mode, k = preset(name).replace(**(changes or {})), "auto", ft_every
             if name == "seed":
@@ -129,8 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     changes = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
+    try:
+        series = load_files(args.files)
+    except (OSError, ValueError, CandlecastError) as exc:  # expected: one line, no traceback
+        parser.exit(2, f"forecast_quality: {exc}\n")
     rows = run(
-        args.files, args.presets, args.every, args.fine_tune_every, args.seed_epochs, changes,
+        series, args.presets, args.every, args.fine_tune_every, args.seed_epochs, changes,
         tuple(args.modes),
     )  # fmt: skip
     if changes:
