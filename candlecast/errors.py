@@ -30,3 +30,12 @@ class ParseError(SymbolError):
 
 class ValidationError(SymbolError):
     """The candles break a hard rule (prices, volumes, time); nothing was written."""
+
+
+class IncompleteWindowError(CandlecastError, ValueError):
+    """The newest input window misses more candles than a forecast may bridge."""
+
+    def __init__(self, first: str, last: str) -> None:
+        self.first, self.last = first, last
+        span = first if first == last else f"{first}..{last}"
+        super().__init__(f"no forecast: {span} missing in the newest window")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pandas as pd
 from prefect import task
 
+from candlecast.errors import IncompleteWindowError
 from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
 from candlecast.settings import Settings, get_settings
 from db import registry
@@ -58,7 +59,7 @@ class SymbolOutcome:
     scored: int = 0
     plots: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    error: str | None = None  # set when the symbol's step failed but forecasts were still served
+    error: str | None = None  # why the step failed (the run names it): rejected, or no forecast
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, and "task"
 
     def as_dict(self) -> dict[str, Any]:
@@ -333,7 +334,11 @@ def _forecast_and_score(
         log.warning("%s", message)
     else:
         outcome.champion_version = champion.version
-        outcome.forecasts = forecast_rows(champion_model, frame, horizon)
+        try:
+            outcome.forecasts = forecast_rows(champion_model, frame, horizon)
+        except IncompleteWindowError as exc:  # an expected condition: one line, no traceback
+            outcome.error = f"{outcome.symbol}: {exc}"
+            log.warning("%s", outcome.error)
     with sessions.begin() as session:
         if champion is not None:
             outcome.forecasts_new = registry.save_forecasts(

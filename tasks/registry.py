@@ -212,7 +212,8 @@ def register(
 
 def forecast_rows(trained: TrainedModel, frame: pd.DataFrame, horizon: int) -> list[dict[str, Any]]:
     """The next ``horizon`` closes after the newest candle of ``frame``, with persistence
-    (the newest close) beside each, as rows for ``db.registry.save_forecasts``."""
+    (the newest close) and the number of bridged input candles beside each, as rows for
+    ``db.registry.save_forecasts``."""
     from tasks.forecast import forecast
 
     predicted = forecast(trained, frame, horizon)
@@ -225,6 +226,7 @@ def forecast_rows(trained: TrainedModel, frame: pd.DataFrame, horizon: int) -> l
             "horizon": int(row.step),
             "predicted_close": float(row.close),
             "persistence_close": persistence,
+            "imputed_inputs": int(row.imputed_inputs),
         }
         for when, row in predicted.iterrows()
     ]
