@@ -113,7 +113,7 @@ def _row(symbol, name, config, mode, every, walk: Walk) -> dict[str, object]:
     label = f"{name} ({config.epochs} ep)" if name == "seed" else name
     return {
         "symbol": symbol, "preset": label, "mode": mode, "every_days": every, "n": m["n"],
-        "mape": m["mape"], "persistence_mape": m["persistence_mape"], "mase": m["mase"],
+        "mape": m["mape"], "persistence_mape": m["persistence_mape"], "rel_mae": m["relative_mae"],
         "skill": m["skill"], "move_pct": m["move_pct_model"], "retrains": walk.retrains,
         "fine_tunes": walk.fine_tunes, "train_s": walk.seconds,
     }  # fmt: skip

@@ -194,7 +194,7 @@ class ModelVersion(Base):
     test_persistence_mape: Mapped[float | None] = mapped_column(Double)
     test_skill: Mapped[float | None] = mapped_column(Double)
     champion_mape_same_window: Mapped[float | None] = mapped_column(Double)
-    status: Mapped[str] = mapped_column(String(16))  # champion | candidate
+    status: Mapped[str] = mapped_column(String(16))  # promoted | candidate
     decision: Mapped[str] = mapped_column(Text)
     ingest_run_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_runs.id"))
     flow_run_id: Mapped[str | None] = mapped_column(String(64))

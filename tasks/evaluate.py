@@ -51,10 +51,11 @@ def rmse(actual: Any, predicted: Any) -> float:
     return float(root_mean_squared_error(*_arrays(actual, predicted)))
 
 
-def mase(actual: Any, predicted: Any, persistence: Any) -> float:
-    """Mean absolute scaled error against persistence on the same rows.
+def relative_mae(actual: Any, predicted: Any, persistence: Any) -> float:
+    """The model's MAE relative to persistence's on the same rows (Hyndman's RelMAE).
 
-    MASE = MAE(actual, predicted) / MAE(actual, persistence); below 1 beats persistence.
+    RelMAE = MAE(actual, predicted) / MAE(actual, persistence); below 1 beats persistence.
+    Not the usual MASE, which divides by the naive forecast's in-sample MAE.
 
     Raises
     ------
@@ -62,7 +63,7 @@ def mase(actual: Any, predicted: Any, persistence: Any) -> float:
     """
     baseline = mae(actual, persistence)
     if baseline == 0:
-        raise ValueError("MASE is undefined: persistence has zero error")
+        raise ValueError("relative MAE is undefined: persistence has zero error")
     return mae(actual, predicted) / baseline
 
 
@@ -112,7 +113,7 @@ def evaluate(
 
     Returns
     -------
-    n, mape, mae, rmse, persistence_mape, persistence_mae, persistence_rmse, mase, skill,
+    n, mape, mae, rmse, persistence_mape, persistence_mae, persistence_rmse, relative_mae, skill,
     move_pct_model, move_pct_actual and, when given, mape_standardized_lecture.
     """
     model_mape = mape(actual, predicted)
@@ -125,7 +126,7 @@ def evaluate(
         "persistence_mape": persistence_mape,
         "persistence_mae": mae(actual, persistence),
         "persistence_rmse": rmse(actual, persistence),
-        "mase": mase(actual, predicted, persistence),
+        "relative_mae": relative_mae(actual, predicted, persistence),
         "skill": skill(model_mape, persistence_mape),
         "move_pct_model": mean_move_pct(persistence, predicted),
         "move_pct_actual": mean_move_pct(persistence, actual),

@@ -8,7 +8,15 @@ import pytest
 
 from models.presets import preset
 from tasks.cdd import parse_cdd_csv
-from tasks.evaluate import evaluate, mae, mape, mase, rmse, skill, standardized_mape_lecture
+from tasks.evaluate import (
+    evaluate,
+    mae,
+    mape,
+    relative_mae,
+    rmse,
+    skill,
+    standardized_mape_lecture,
+)
 from tasks.prepare import prepare
 
 
@@ -17,11 +25,11 @@ def test_mape_matches_a_hand_computed_value():
     assert mape([100.0, 200.0], [110.0, 190.0]) == pytest.approx(7.5)
 
 
-def test_mae_rmse_mase_skill_by_hand():
+def test_mae_rmse_relative_mae_skill_by_hand():
     actual, model, naive = [100.0, 200.0], [110.0, 190.0], [90.0, 170.0]
     assert mae(actual, model) == pytest.approx(10.0)
     assert rmse(actual, [100.0, 204.0]) == pytest.approx(math.sqrt(8.0))
-    assert mase(actual, model, naive) == pytest.approx(10.0 / 20.0)
+    assert relative_mae(actual, model, naive) == pytest.approx(10.0 / 20.0)
     assert skill(1.5, 2.0) == pytest.approx(0.25)
 
 
@@ -33,7 +41,7 @@ def test_undefined_cases_raise():
     with pytest.raises(ValueError):
         mape([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="persistence has zero error"):
-        mase([1.0, 2.0], [1.0, 1.0], [1.0, 2.0])
+        relative_mae([1.0, 2.0], [1.0, 1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
         skill(1.0, 0.0)
 
