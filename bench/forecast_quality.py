@@ -1,7 +1,7 @@
 """Walk-forward forecast quality over the last 20% of CDD daily files, against persistence.
 
-    .venv/bin/python -m bench.forecast_quality [CSV ...] [--presets default seed]
-        [--every 30] [--fine-tune-every 7] [--seed-epochs 20] [--modes retrain auto]
+    .venv/bin/python -m bench.forecast_quality [CSV ...] [--presets default lecture]
+        [--every 30] [--fine-tune-every 7] [--lecture-epochs 20] [--modes retrain auto]
         [--set KNOB=JSON ...]     # e.g. --set fine_tune_batch_size=64: a variant of the presets
 
 For each file and preset, the test period (last 20% of the candles) is walked in blocks: at the
@@ -11,8 +11,8 @@ weights stay fixed within the block). Modes:
   retrain  a full retrain every `--every` days (new scaler, early stopping on the newest 10%);
   auto     one retrain, then a fine-tune every `--fine-tune-every` days under policy `auto`
            (a retrain when due or when the validation ratio degrades).
-`seed` is too slow to walk forward: it is trained once at the start of the test period with
-`--seed-epochs` epochs (said in the table). Training seconds are wall-clock time of all fits.
+`lecture` is too slow to walk forward: it is trained once at the start of the test period with
+`--lecture-epochs` epochs (said in the table). Training seconds are wall-clock time of all fits.
 """
 
 from __future__ import annotations
@@ -90,17 +90,17 @@ def load_files(files: list[Path]) -> list[tuple[str, pd.DataFrame]]:
 
 def run(
     series: list[tuple[str, pd.DataFrame]], presets: list[str], every: int, ft_every: int,
-    seed_epochs: int, changes: dict[str, object] | None = None,
+    lecture_epochs: int, changes: dict[str, object] | None = None,
     modes: tuple[str, ...] = ("retrain", "auto"),
 ):  # fmt: skip
     rows = []
     for symbol, frame in series:
         for name in presets:
             config, mode, k = preset(name).replace(**(changes or {})), "auto", ft_every
-            if name == "seed":
-                config, mode, k = config.replace(epochs=seed_epochs), "retrain", len(frame)
+            if name == "lecture":
+                config, mode, k = config.replace(epochs=lecture_epochs), "retrain", len(frame)
             runs = [("retrain", every), (mode, k)] if name == "default" else [(mode, k)]
-            runs = [(m, e) for m, e in runs if m in modes or name == "seed"]
+            runs = [(m, e) for m, e in runs if m in modes or name == "lecture"]
             for run_mode, run_every in runs:
                 walk = walk_forward(frame, config, run_mode, run_every)
                 rows.append(_row(symbol, name, config, run_mode, run_every, walk))
@@ -110,7 +110,7 @@ def run(
 
 def _row(symbol, name, config, mode, every, walk: Walk) -> dict[str, object]:
     m = walk.metrics()
-    label = f"{name} ({config.epochs} ep)" if name == "seed" else name
+    label = f"{name} ({config.epochs} ep)" if name == "lecture" else name
     return {
         "symbol": symbol, "preset": label, "mode": mode, "every_days": every, "n": m["n"],
         "mape": m["mape"], "persistence_mape": m["persistence_mape"], "rel_mae": m["relative_mae"],
@@ -127,10 +127,10 @@ def _format(rows: list[dict[str, object]], header: bool = True) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="*", type=Path, default=DAILY_FILES)
-    parser.add_argument("--presets", nargs="+", default=["default", "seed"])
+    parser.add_argument("--presets", nargs="+", default=["default", "lecture"])
     parser.add_argument("--every", type=int, default=30, help="days between full retrains")
     parser.add_argument("--fine-tune-every", type=int, default=7, help="days between fine-tunes")
-    parser.add_argument("--seed-epochs", type=int, default=20)
+    parser.add_argument("--lecture-epochs", type=int, default=20)
     parser.add_argument(
         "--set", action="append", default=[], metavar="KNOB=JSON",
         help="change a preset knob, e.g. --set fine_tune_batch_size=64 (repeatable)",
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError, CandlecastError) as exc:  # expected: one line, no traceback
         parser.exit(2, f"forecast_quality: {exc}\n")
     rows = run(
-        series, args.presets, args.every, args.fine_tune_every, args.seed_epochs, changes,
+        series, args.presets, args.every, args.fine_tune_every, args.lecture_epochs, changes,
         tuple(args.modes),
     )  # fmt: skip
     if changes:

@@ -7,7 +7,7 @@ shipped, ``keras`` with `models.inference.numpy_forward` switched off (direct Ke
 `predict` made before):
 
 1. one `predict` call of 1 row (a forecast step) and of 1,000 rows (a part's evaluation), on
-   a `default` and a `seed` network: milliseconds per call, median of 20;
+   a `default` and a `lecture` network: milliseconds per call, median of 20;
 2. a `default` training of BTC with early stopping, the per-epoch price-MAPE hook included
    (two `predict` calls an epoch): seconds;
 3. the 4 symbols' next day (one new candle, fine-tune) as plain function calls, no Prefect:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     from candlecast.settings import Settings
     from tasks.daily import forecast_symbol
 
-    networks = {name: lstm.build(preset(name), n_features=1) for name in ("default", "seed")}
+    networks = {name: lstm.build(preset(name), n_features=1) for name in ("default", "lecture")}
     _, btc = load_daily(DAILY_FILES[0])
     calls: dict[str, list[float]] = {}
     trainings: dict[str, list[float]] = {w: [] for w in WAYS}

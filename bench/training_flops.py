@@ -1,11 +1,11 @@
-"""Training throughput of the `seed` preset in FLOP/s, next to a float32 matmul peak.
+"""Training throughput of the `lecture` preset in FLOP/s, next to a float32 matmul peak.
 
     .venv/bin/python -m bench.training_flops [CSV] [--epochs 3] [--rounds 2]
 
 Each variant (LSTM ``unroll``, XLA ``jit_compile``, batch size, TensorFlow thread pools) runs
 in a fresh process, because TensorFlow's thread pools are fixed once it starts. In that
 process: the numpy float32 2048x2048 matmul peak (best of 5, 2*n^3 FLOP each, measured before
-and after the training), then `seed` trained for ``--epochs`` epochs on one CDD daily file
+and after the training), then `lecture` trained for ``--epochs`` epochs on one CDD daily file
 (default BTCUSDT); seconds per epoch is the median of epochs 2.. (epoch 1 also pays
 tracing/compilation). The variants run ``--rounds`` times, interleaved; each variant's
 fastest round counts, against the best matmul peak of the whole run (the machine is shared:
@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.data import DAILY_FILES
 
-# name -> (ModelConfig overrides of `seed`, TensorFlow thread pools); "as shipped" is the preset
+# name -> (ModelConfig overrides of `lecture`, TensorFlow thread pools); "as shipped" is the preset
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "as shipped": ({}, {}),
     "Keras defaults (loop, no XLA)": ({"unroll": False, "jit_compile": None}, {}),
@@ -103,12 +103,12 @@ def throughput(frame, config, epochs: int) -> dict[str, float]:
 
 
 def run_variant(path: Path, epochs: int, overrides: dict) -> dict[str, float]:
-    """`seed` with ``overrides`` on the file at ``path``: :func:`throughput`."""
+    """`lecture` with ``overrides`` on the file at ``path``: :func:`throughput`."""
     from bench.data import load_daily
     from models.presets import preset
 
     _, frame = load_daily(path)
-    return throughput(frame, preset("seed").replace(**overrides), epochs)
+    return throughput(frame, preset("lecture").replace(**overrides), epochs)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     best_name = max(same_recipe, key=lambda k: same_recipe[k]["ratio"])
     print(
         "RESULT "
-        f"seed_gflops={shipped['flops'] / 1e9:.2f} matmul_peak_gflops={peak / 1e9:.2f} "
-        f"seed_ratio={shipped['ratio']:.3f} keras_defaults_ratio={plain['ratio']:.3f} "
+        f"lecture_gflops={shipped['flops'] / 1e9:.2f} matmul_peak_gflops={peak / 1e9:.2f} "
+        f"lecture_ratio={shipped['ratio']:.3f} keras_defaults_ratio={plain['ratio']:.3f} "
         f"shipped_speedup={plain['s_per_epoch'] / shipped['s_per_epoch']:.2f} "
         f"best_batch64_ratio={same_recipe[best_name]['ratio']:.3f} best_batch64='{best_name}'"
     )

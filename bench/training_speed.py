@@ -1,14 +1,14 @@
 """Training speed: seconds per epoch, and one daily fine-tune against one full retrain.
 
-    .venv/bin/python -m bench.training_speed [CSV] [--days 5] [--seed-epochs 3]
+    .venv/bin/python -m bench.training_speed [CSV] [--days 5] [--lecture-epochs 3]
 
 On one CDD daily file (default BTCUSDT), for each of the last `--days` days: "yesterday's"
 model is trained on the candles before that day; the day's candle arrives; then (a) a
 fine-tune of yesterday's model and (b) a full retrain from scratch, both timed wall-clock end
 to end (preparation, fit, evaluation, serialization) and both scored on the same test part
 (that day's last 20%). Times are medians over the days and MAPEs means: one day's MAPE
-difference between two near-identical models is noise of either sign. `seed` is trained for
-`--seed-epochs` epochs only: its 500-epoch retrain time is extrapolated from the measured
+difference between two near-identical models is noise of either sign. `lecture` is trained for
+`--lecture-epochs` epochs only: its 500-epoch retrain time is extrapolated from the measured
 seconds per epoch (said in the output), and its throughput is printed in FLOP/s next to the
 float32 matmul peak measured in the same run (``bench.training_flops.throughput``;
 ``bench/training_flops.py`` compares the settings that change it).
@@ -65,23 +65,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", nargs="?", type=Path, default=DAILY_FILES[0])
     parser.add_argument("--days", type=int, default=5, help="daily updates compared")
-    parser.add_argument("--seed-epochs", type=int, default=3)
+    parser.add_argument("--lecture-epochs", type=int, default=3)
     args = parser.parse_args(argv)
     symbol, frame = load_daily(args.file)
-    default, seed = preset("default"), preset("seed")
+    default, lecture = preset("default"), preset("lecture")
 
-    seed_run = throughput(frame, seed, args.seed_epochs)
-    seed_epoch_s = seed_run["s_per_epoch"]
+    lecture_run = throughput(frame, lecture, args.lecture_epochs)
+    lecture_epoch_s = lecture_run["s_per_epoch"]
     default_epoch_s = seconds_per_epoch(frame, default, 5)
-    seed_retrain_s = seed_epoch_s * seed.epochs  # extrapolated: 500 epochs
+    lecture_retrain_s = lecture_epoch_s * lecture.epochs  # extrapolated: 500 epochs
     d = compare(frame, default, args.days)
-    s = compare(frame, seed.replace(epochs=args.seed_epochs))
+    s = compare(frame, lecture.replace(epochs=args.lecture_epochs))
 
     print(f"{symbol}, {len(frame)} daily candles")
-    print(f"seconds/epoch   seed {seed_epoch_s:.3f}   default {default_epoch_s:.3f}")
+    print(f"seconds/epoch   lecture {lecture_epoch_s:.3f}   default {default_epoch_s:.3f}")
     print(
-        f"seed throughput {seed_run['flops'] / 1e9:.1f} GFLOP/s: {seed_run['ratio']:.0%} of "
-        f"this run's float32 matmul peak ({seed_run['peak'] / 1e9:.1f} GFLOP/s, numpy 2048x2048)"
+        f"lecture throughput {lecture_run['flops'] / 1e9:.1f} GFLOP/s: "
+        f"{lecture_run['ratio']:.0%} of this run's float32 matmul peak "
+        f"({lecture_run['peak'] / 1e9:.1f} GFLOP/s, numpy 2048x2048)"
     )
     print(
         f"default, median of {args.days} days: fine-tune {d['fine_tune_s']:.3f} s vs full retrain "
@@ -92,21 +93,23 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.days} days"
     )
     print(
-        f"seed: full retrain {seed_retrain_s:.0f} s (extrapolated: {seed.epochs} epochs x "
-        f"{seed_epoch_s:.3f} s); default fine-tune is {seed_retrain_s / d['fine_tune_s']:.0f}x "
-        f"faster; seed fine-tune {s['fine_tune_s']:.2f} s "
-        f"({seed_retrain_s / s['fine_tune_s']:.0f}x faster than its own full retrain)"
+        f"lecture: full retrain {lecture_retrain_s:.0f} s (extrapolated: {lecture.epochs} "
+        f"epochs x {lecture_epoch_s:.3f} s); default fine-tune is "
+        f"{lecture_retrain_s / d['fine_tune_s']:.0f}x faster; "
+        f"lecture fine-tune {s['fine_tune_s']:.2f} s "
+        f"({lecture_retrain_s / s['fine_tune_s']:.0f}x faster than its own full retrain)"
     )
     print(
         "RESULT "
-        f"seed_s_per_epoch={seed_epoch_s:.4f} default_s_per_epoch={default_epoch_s:.4f} "
-        f"seed_gflops={seed_run['flops'] / 1e9:.2f} "
-        f"matmul_peak_gflops={seed_run['peak'] / 1e9:.2f} seed_ratio={seed_run['ratio']:.3f} "
+        f"lecture_s_per_epoch={lecture_epoch_s:.4f} default_s_per_epoch={default_epoch_s:.4f} "
+        f"lecture_gflops={lecture_run['flops'] / 1e9:.2f} "
+        f"matmul_peak_gflops={lecture_run['peak'] / 1e9:.2f} "
+        f"lecture_ratio={lecture_run['ratio']:.3f} "
         f"default_fine_tune_s={d['fine_tune_s']:.3f} default_retrain_s={d['retrain_s']:.3f} "
         f"default_retrain_over_fine_tune={d['retrain_s'] / d['fine_tune_s']:.2f} "
-        f"seed_retrain_s_extrapolated={seed_retrain_s:.1f} "
-        f"seed_retrain_over_default_fine_tune={seed_retrain_s / d['fine_tune_s']:.1f} "
-        f"seed_fine_tune_s={s['fine_tune_s']:.3f} "
+        f"lecture_retrain_s_extrapolated={lecture_retrain_s:.1f} "
+        f"lecture_retrain_over_default_fine_tune={lecture_retrain_s / d['fine_tune_s']:.1f} "
+        f"lecture_fine_tune_s={s['fine_tune_s']:.3f} "
         f"default_fine_tune_mape={d['fine_tune_mape']:.4f} "
         f"default_retrain_mape={d['retrain_mape']:.4f} "
         f"default_fine_tune_no_worse_days={d['days_no_worse']}/{args.days}"

@@ -105,7 +105,7 @@ def run_daily(
     mode: Annotated[
         Literal["auto", "fine_tune", "retrain"], typer.Option(help="auto, fine_tune or retrain.")
     ] = "auto",
-    preset: Annotated[str, typer.Option(help="Model preset: default, seed, tiny.")] = "default",
+    preset: Annotated[str, typer.Option(help="Model preset: default, lecture, tiny.")] = "default",
     horizon: Annotated[int, typer.Option(min=1, max=60, help="Days ahead to forecast.")] = 7,
     runner: Annotated[
         Runner,

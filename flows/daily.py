@@ -37,7 +37,7 @@ def daily_forecast(
         exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
         mode: auto fine-tunes the champion on new candles and retrains when the policy says
             so; fine_tune and retrain force one.
-        preset: Model preset: default (the product's), seed (the lecture's recipe), tiny.
+        preset: Model preset: default (the product's), lecture (the lecture's recipe), tiny.
         horizon: Days ahead to forecast, 1 to 60.
         runner: Where the symbols run: sequential, processes, dask (CANDLECAST_DASK_ADDRESS
             or a local cluster), deployments (one flow run per symbol on the work pool), or
@@ -88,7 +88,7 @@ def forecast_one(
         exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
         mode: auto fine-tunes the champion on new candles and retrains when the policy says
             so; fine_tune and retrain force one.
-        preset: Model preset: default (the product's), seed (the lecture's recipe), tiny.
+        preset: Model preset: default (the product's), lecture (the lecture's recipe), tiny.
         horizon: Days ahead to forecast, 1 to 60.
     """
     require_head()
@@ -122,7 +122,7 @@ def backfill(
         exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
         mode: auto fine-tunes the champion on new candles and retrains when the policy says
             so; fine_tune and retrain force one.
-        preset: Model preset: default (the product's), seed (the lecture's recipe), tiny.
+        preset: Model preset: default (the product's), lecture (the lecture's recipe), tiny.
         horizon: Days ahead to forecast, 1 to 60.
     """
     from tasks.backfill import days_to_backfill

@@ -53,7 +53,7 @@ def numpy_forward(model: keras.Model) -> Callable[[np.ndarray], np.ndarray] | No
 def _blas() -> Any:
     """The process's BLAS pools. A NumPy pass under ``ONE_BLAS_THREAD_BELOW_FLOP`` runs on one
     thread: OpenBLAS's threads gain nothing on such small matrices and spin between calls; a
-    larger one (the `seed` network on a whole part) is faster with the pool (docs/model.md)."""
+    larger one (the `lecture` network on a whole part) is faster with the pool (docs/model.md)."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()

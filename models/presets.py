@@ -1,6 +1,6 @@
 """Model presets: every knob of the LSTM, its data preparation and its training, as data.
 
-`seed` is the lecture's recipe exactly; `default` is the product's own, chosen by measurement
+`lecture` is the lecture's recipe exactly; `default` is the product's own, chosen by measurement
 (see bench/RESULTS.md); `tiny` keeps the tests fast.
 """
 
@@ -127,8 +127,8 @@ class ModelConfig:
 # a bare clipping number in Keras tutorials; `clipnorm=4` is the other reading, one knob away
 # (`clipping="norm"`).
 PRESETS: dict[str, ModelConfig] = {
-    "seed": ModelConfig(
-        name="seed",
+    "lecture": ModelConfig(
+        name="lecture",
         features=("close",),
         target="level",
         window=7,

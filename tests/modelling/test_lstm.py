@@ -15,7 +15,7 @@ from models.presets import PRESETS, ModelConfig, preset
 
 
 def test_seed_preset_builds_the_lecture_architecture():
-    config = preset("seed")
+    config = preset("lecture")
     assert (config.features, config.target, config.window) == (("close",), "level", 7)
     assert (config.epochs, config.batch_size, config.patience) == (500, 64, None)
     model = lstm.build(config, n_features=1)
@@ -33,7 +33,7 @@ def test_seed_preset_builds_the_lecture_architecture():
 
 
 def test_unrolling_and_xla_change_the_speed_not_the_math():
-    """`unroll` and `jit_compile` (how `seed` is shipped) give the network of the Keras
+    """`unroll` and `jit_compile` (how `lecture` is shipped) give the network of the Keras
     defaults: the same weights, the same predictions and the same training step."""
     plain = preset("tiny").replace(units=(6, 5), unroll=False, jit_compile=False)
     fast = plain.replace(unroll=True, jit_compile=True)
@@ -169,11 +169,11 @@ def test_fit_batches_hold_every_row_once_per_epoch_reshuffled_on_one_thread():
     "config",
     [
         preset("default"),
-        preset("seed"),  # 256/512/512, sequences passed between layers
+        preset("lecture"),  # 256/512/512, sequences passed between layers
         preset("tiny").replace(units=(6, 5), ensemble=3, dropout=0.3, unroll=False),
         preset("tiny").replace(features=("close", "high", "volume_base"), units=(7, 3)),
     ],
-    ids=["default", "seed", "ensemble-dropout", "three-features"],
+    ids=["default", "lecture", "ensemble-dropout", "three-features"],
 )
 def test_numpy_forward_pass_gives_what_keras_gives(config: ModelConfig) -> None:
     """`predict` runs the networks `build` makes in NumPy: the same outputs as a Keras call,
