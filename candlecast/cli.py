@@ -4,19 +4,21 @@ server needed); errors print one line naming the symbol and cause, tracebacks on
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
 from candlecast.errors import CandlecastError
+from candlecast.tables import render
+from candlecast.temporary_server import (
+    NO_TEMPORARY_SERVER,
+    no_temporary_server_hint,
+    temporary_server,
+)
 from tasks.runners import Runner
 
 app = typer.Typer(
@@ -53,8 +55,8 @@ def _guarded(action: Callable[[], T]) -> T:
         message = str(exc) if isinstance(exc, CandlecastError) else f"{type(exc).__name__}: {exc}"
         if "no such table" in message or "UndefinedTable" in message:
             message = "the database has no candlecast schema yet: run `candlecast db upgrade`"
-        elif _NO_TEMPORARY_SERVER in message:
-            message = _no_temporary_server_hint()
+        elif NO_TEMPORARY_SERVER in message:
+            message = no_temporary_server_hint()
         typer.echo(f"error: {message.splitlines()[0] if message else type(exc).__name__}", err=True)
         raise typer.Exit(1) from None
 
@@ -123,7 +125,7 @@ def run_daily(
     from flows.daily import daily_forecast
     from tasks.report import forecast_table, summary_markdown
 
-    with _temporary_server():
+    with temporary_server():
         state = _guarded(
             lambda: daily_forecast(
                 symbols=symbol,
@@ -157,52 +159,6 @@ def run_daily(
     if not state.is_completed():
         typer.echo(f"error: {state.message}", err=True)
         raise typer.Exit(1)
-
-
-TEMPORARY_SERVER_STARTUP_S = 180  # a first start migrates a new database: slow on busy cores
-_NO_TEMPORARY_SERVER = "Timed out while attempting to connect to ephemeral Prefect API server"
-
-
-@contextmanager
-def _temporary_server() -> Iterator[None]:
-    """Settings for the temporary Prefect server a run starts when none is configured.
-
-    Its first start on a machine creates and migrates its database in PREFECT_HOME, which
-    can outlast Prefect's 20 s start-up limit on two busy cores: the limit is raised unless
-    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS is set. Its telemetry service reports
-    to Prefect over the internet (on a machine without it: an ERROR "Failed to send
-    telemetry" in every run) and writes to that database as the server starts, where it can
-    meet the server's own first writes ("database is locked"): a temporary server has no use
-    for it, so it runs without, unless PREFECT_SERVER_ANALYTICS_ENABLED says otherwise.
-    """
-    from prefect.settings import (
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        get_current_settings,
-        temporary_settings,
-    )
-
-    if get_current_settings().api.url is not None:
-        yield
-        return
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ:
-        yield
-        return
-    with temporary_settings(
-        {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: TEMPORARY_SERVER_STARTUP_S}
-    ):
-        yield
-
-
-def _no_temporary_server_hint() -> str:
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
-
-    seconds = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
-    return (
-        f"the temporary Prefect server did not start within {seconds} s: run again (its "
-        "first start builds its database), raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, "
-        "or start a server (`prefect server start`) and set PREFECT_API_URL"
-    )
 
 
 def _json_object(value: str | None) -> dict[str, Any] | None:
@@ -364,35 +320,6 @@ def _view(name: str, symbol: str | None, order: tuple[str, ...]) -> list[dict[st
             return registry.view_rows(session, name, checked, order)
 
     return _guarded(read)
-
-
-def render(rows: list[dict[str, Any]], columns: list[str], output: str, empty: str) -> str:
-    """Rows as an aligned text table, CSV or JSON."""
-    if output == "json":
-        return json.dumps([{c: row.get(c) for c in columns} for row in rows], default=str, indent=2)
-    if output == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(
-            buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n"
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue().rstrip("\n")
-    if not rows:
-        return empty
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.10g}"
-    return str(value)
 
 
 def main() -> None:
