@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import delete, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -111,9 +111,14 @@ def latest_version(
     timeframe: str,
     *,
     data_until: datetime | None = None,
+    by: Literal["version", "data_end"] = "version",
 ) -> ModelVersion | None:
     """The newest version of a series (champion or not), or None; with ``data_until``, the
-    newest one that saw no candle after it (for a backfill without look-ahead)."""
+    newest one that saw no candle after it (for a backfill without look-ahead).
+
+    ``by="data_end"``: the one that saw the newest candle (of several, the newest version); a
+    backfill's versions come later in number but see older data.
+    """
     query = select(ModelVersion).where(
         ModelVersion.exchange == exchange,
         ModelVersion.symbol == symbol,
@@ -121,7 +126,11 @@ def latest_version(
     )
     if data_until is not None:
         query = query.where(ModelVersion.data_end <= data_until)
-    return session.scalars(query.order_by(ModelVersion.version.desc()).limit(1)).first()
+    order = [ModelVersion.version.desc()]
+    if by == "data_end":
+        query = query.where(ModelVersion.data_end.is_not(None))
+        order.insert(0, ModelVersion.data_end.desc())
+    return session.scalars(query.order_by(*order).limit(1)).first()
 
 
 def add_version(

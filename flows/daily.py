@@ -36,7 +36,7 @@ def daily_forecast(
         symbols: Pairs as CDD names them, e.g. BTCUSDT, ETHUSDT (empty: BTCUSDT).
         exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
         mode: auto fine-tunes the champion on new candles and retrains when the policy says
-            so; fine_tune and retrain force one.
+            so; fine_tune and retrain force one (with no new candle, only retrain trains).
         preset: Model preset: default (the product's), lecture (the lecture's recipe), tiny.
         horizon: Days ahead to forecast, 1 to 60.
         runner: Where the symbols run: sequential, processes, dask (CANDLECAST_DASK_ADDRESS
@@ -87,7 +87,7 @@ def forecast_one(
         symbol: Pair as CDD names it, e.g. BTCUSDT.
         exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
         mode: auto fine-tunes the champion on new candles and retrains when the policy says
-            so; fine_tune and retrain force one.
+            so; fine_tune and retrain force one (with no new candle, only retrain trains).
         preset: Model preset: default (the product's), lecture (the lecture's recipe), tiny.
         horizon: Days ahead to forecast, 1 to 60.
     """
@@ -121,7 +121,7 @@ def backfill(
         end: Last day to forecast from (UTC), inclusive.
         exchange: Exchange as CDD names it in its file names: Binance, Gemini, Bitstamp, ...
         mode: auto fine-tunes the champion on new candles and retrains when the policy says
-            so; fine_tune and retrain force one.
+            so; fine_tune and retrain force one (with no new candle, only retrain trains).
         preset: Model preset: default (the product's), lecture (the lecture's recipe), tiny.
         horizon: Days ahead to forecast, 1 to 60.
     """

@@ -45,7 +45,7 @@ class SymbolOutcome:
     as_of: str
     rows: int
     ingest: dict[str, Any] | None
-    action: str  # retrain | fine_tune | rejected
+    action: str  # retrain | fine_tune | rejected | kept (no new candle: no new version)
     decision: str
     version: int | None = None
     promoted: bool = False
@@ -86,7 +86,10 @@ def forecast_symbol(
     """Run the daily pipeline for one symbol and return what it did.
 
     ``as_of`` cuts the candles at that open time (a backfill sees only what existed then);
-    ``ingest=False`` skips the download (the backfill, benchmarks). The new version's plots
+    ``ingest=False`` skips the download (the backfill, benchmarks). With no candle newer than
+    the newest a version saw, ``auto`` and ``fine_tune`` make no new version: the champion
+    serves its forecasts as they are (:func:`_kept`); ``retrain``, asked for, still retrains,
+    and so does a changed preset. The new version's plots
     are drawn and published as ``settings.plots`` says (all, promoted only, none). Training
     holds one of the host's training slots (``tasks.training_slots.training_slot``); ``timings``
     records the seconds of each stage, measured here (``slot``: waiting for that slot), and
@@ -117,6 +120,9 @@ def forecast_symbol(
         frame = load_candles(session, exchange, symbol, timeframe, end=as_of)
         base = _base_version(session, exchange, symbol, timeframe, as_of)
         previous = load_trained(session, base) if base is not None else None
+        seen = registry.latest_version(
+            session, exchange, symbol, timeframe, data_until=as_of, by="data_end"
+        )
         run = latest_ingest_run(session, exchange, symbol, timeframe)
     if frame.empty:
         raise ValueError(f"{symbol}: no candles stored for {exchange} {timeframe}; ingest first")
@@ -125,6 +131,15 @@ def forecast_symbol(
             "%s: preset changed from %s to %s: retraining", symbol, previous.config.name, preset
         )
         previous = None
+    kept = _kept(mode, seen, base, previous, frame, ingested, log)
+    if kept is not None:
+        backfill = as_of is not None
+        _forecast_and_score(
+            sessions, kept, previous, base, frame, horizon, log, backfill=backfill, stages=stages
+        )
+        stages.add("task", time.perf_counter() - began)
+        kept.timings = stages.seconds
+        return kept
     try:
         with ExitStack() as slot:
             with stages("slot"):  # waiting for one of the host's training slots
@@ -208,6 +223,45 @@ def _rejected(
     )
     _forecast_and_score(sessions, outcome, None, None, frame, horizon, log)
     return outcome
+
+
+def _kept(
+    mode: Mode,
+    seen: ModelVersion | None,
+    base: ModelVersion | None,
+    previous: Any,
+    frame: pd.DataFrame,
+    ingested: IngestResult | None,
+    log: Any,
+) -> SymbolOutcome | None:
+    """The outcome of a step that makes no new version, or None when it trains one.
+
+    No version is made when ``frame`` has no candle newer than the newest one a version saw
+    (``seen``): ``base`` (the champion, else the newest version) is kept, and the caller still
+    serves the champion's forecasts, which the forecasts table stores once (idempotent). Only
+    the newest open time counts: a revised value of a candle already seen is no information
+    worth a version, and the forecast reads the revised value anyway. ``retrain`` is a
+    request and always trains; so does a changed preset (``previous`` is None then).
+    """
+    if mode == "retrain" or previous is None or base is None or seen is None:
+        return None
+    if seen.data_end is None or seen.data_end < frame.index[-1]:
+        return None
+    fmt = "%Y-%m-%d" if base.timeframe == "d" else "%Y-%m-%d %H:%M"
+    decision = f"no new candle since v{seen.version} ({seen.data_end:{fmt}}): kept v{base.version}"
+    log.info("%s: %s", base.symbol, decision)
+    return _new_outcome(
+        base.exchange,
+        base.symbol,
+        base.timeframe,
+        frame,
+        ingested,
+        action="kept",
+        decision=decision,
+        test_mape=base.test_mape,
+        persistence_mape=base.test_persistence_mape,
+        skill=base.test_skill,
+    )
 
 
 def _new_outcome(

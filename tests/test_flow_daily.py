@@ -35,14 +35,18 @@ def test_daily_run_forecasts_with_a_champion_and_is_idempotent(prefect_env: Sett
         latest = registry.view_rows(session, "latest_forecasts", "WAVEUSDT", ("horizon",))
     assert [(r["version"], r["horizon"]) for r in latest] == [(1, 1), (1, 2), (1, 3)]
     assert latest[0]["predicted_close"] == pytest.approx(wave.forecasts[0]["predicted_close"])
-    # the next day's run: no new candle here, so a fine-tune of v1 and no duplicate forecasts
-    (again,) = daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=3)
-    assert again.action == "fine_tune" and again.version == 2
+    # run again with no new candle: no new version, v1's forecasts served, none stored twice
+    state = daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=3, return_state=True)
+    (again,) = state.result()
+    assert state.is_completed() and again.action == "kept" and again.version is None
+    assert again.decision == "no new candle since v1 (2025-10-14): kept v1"
+    assert again.champion_version == 1 and len(again.forecasts) == 3 and again.forecasts_new == 0
     with session_factory(url)() as session:
-        parent = session.scalar(select(ModelVersion.parent_id).where(ModelVersion.version == 2))
+        versions = session.scalars(select(ModelVersion.version)).all()
         count = session.scalar(select(func.count()).select_from(Forecast))
-    assert parent is not None
-    assert count == 3 + (0 if again.champion_version == 1 else 3)
+    assert versions == [1] and count == 3
+    summary = Artifact.get("daily-summary")
+    assert summary is not None and "| WAVEUSDT | 2025-10-14 | kept | none | v1 |" in summary.data
 
 
 def test_losing_model_is_reported_not_served(prefect_env: Settings) -> None:

@@ -111,7 +111,9 @@ def test_sigkill_loses_nothing_and_rerun_completes(
         settings=settings_for(db_url, str(next_day_mirror), tmp_path),
     )
     final = state(db_url)
-    assert final["versions"] == final["blobs"] == after["versions"] + 1
+    made = 1 if where == "training" else 0  # a complete version saw the new candle: kept
+    assert final["versions"] == final["blobs"] == after["versions"] + made
+    assert (rerun.action == "kept") == (made == 0)
     assert rerun.champion_version is not None and final["champion"] == rerun.champion_version
     with session_factory(db_url)() as session:
         as_of = session.scalars(
@@ -149,11 +151,12 @@ def test_diverging_training_is_rejected_and_champion_keeps_serving(
     assert after["forecasts"] == before["forecasts"] + 2
 
 
+# retrain, asked for: each run registers even when it sees the other's version (no new candle)
 TWIN = """
 import os, sys
 os.environ["CANDLECAST_DATABASE_URL"], os.environ["CANDLECAST_CDD_BASE_URL"] = sys.argv[1:3]
 from tasks.daily import forecast_symbol
-o = forecast_symbol.fn("WAVEUSDT", preset="tiny", horizon=2)
+o = forecast_symbol.fn("WAVEUSDT", preset="tiny", horizon=2, mode="retrain")
 print(o.version, o.promoted, o.champion_version, flush=True)
 """
 

@@ -139,6 +139,23 @@ def test_champion_history_answers_point_in_time_questions(db_url: str) -> None:
     assert [b["status"] for b in board] == ["candidate", "promoted", "candidate", "promoted"]
 
 
+def test_the_version_that_saw_the_newest_candle_is_found_by_its_data(db_url: str) -> None:
+    day = lambda d: T0 + timedelta(days=d)  # noqa: E731
+    add(db_url, new(data_end=day(10)), True, day(10))  # v1: the daily run
+    add(db_url, new(data_end=day(8)), False, day(11))  # v2, v3: a backfill of older days
+    add(db_url, new(data_end=day(9)), False, day(11))
+    add(db_url, new(data_end=None), False, day(11))  # v4: no data range recorded
+    with session_factory(db_url)() as session:
+
+        def found(symbol: str = "BTCUSDT", **kw: object) -> int | None:
+            version = registry.latest_version(session, "Binance", symbol, "d", **kw)
+            return None if version is None else version.version
+
+        assert found() == 4 and found(by="data_end") == 1
+        assert found(by="data_end", data_until=day(9)) == 3
+        assert found("ETHUSDT", by="data_end") is None
+
+
 def test_fine_tune_parent_is_shown_in_the_leaderboard(db_url: str) -> None:
     parent = add(db_url, new(mape=1.5), True, T0)
     add(db_url, new(mape=1.4, kind="fine_tune", parent_id=parent.id), True, T0 + timedelta(days=1))
