@@ -103,6 +103,19 @@ def test_forecast_is_recursive_in_price_units_with_dates(wavy_frame):
         forecast(trained, wavy_frame, horizon=0)
 
 
+def test_an_old_gap_trains_and_forecasts_as_usual_only_the_newest_window_is_bridged():
+    outage = list(range(100, 105))  # long ago: windows around it are left out, nothing bridged
+    closes = wavy_closes(300)
+    old_gap = make_candles(closes, drop=outage)
+    trained = train_model(old_gap, TINY, track_price_mape=False)
+    out = forecast(trained, old_gap, horizon=2)
+    assert out["imputed_inputs"].tolist() == [0, 0]
+    recent = make_candles(closes, drop=[*outage, 297])  # one day inside the newest window too
+    bridged = forecast(trained, recent, horizon=2)
+    assert bridged["imputed_inputs"].tolist() == [1, 1]
+    assert list(bridged.index) == list(out.index)  # counted from the same newest real candle
+
+
 def test_plots_are_png_files(wavy_frame, tmp_path):
     from tasks.plots import plot_all
 
