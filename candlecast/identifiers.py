@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from candlecast.errors import InvalidInputError
@@ -44,3 +44,8 @@ def check_timeframe(timeframe: str) -> str:
 def period(timeframe: str) -> timedelta:
     """The length of one candle of ``timeframe``."""
     return TIMEFRAMES[check_timeframe(timeframe)]
+
+
+def label(moment: datetime, timeframe: str) -> str:
+    """A candle as messages name it: ``2024-03-01`` (daily), ``2024-03-01 05:00`` (hourly)."""
+    return moment.strftime("%Y-%m-%d" if check_timeframe(timeframe) == "d" else "%Y-%m-%d %H:%M")

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     jump_warning_ratio: float = Field(
         default=0.5, gt=0.0, description="Warn when a close moves more than this (0.5 = 50%)."
     )
+    max_bad_row_share: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Bad rows (an impossible price, an unreadable value) are quarantined and "
+        "the rest of the file stored, unless more than this share of its rows (at least one, "
+        "at most 100) is bad: then the whole file is refused. 0 refuses any bad row.",
+    )
     plots: PlotPolicy = Field(
         default="all",
         description="Which new versions get their plots (three PNG files and a plots "

@@ -1,20 +1,22 @@
-"""Queries on candles and ingest runs. Every function takes a Session and never commits."""
+"""Queries on candles, ingest runs and rejected candles; each takes a Session, never commits."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Insert, select, text, update
+from sqlalchemy import Insert, delete, insert, select, text, update
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.schema import Candle, IngestRun
+from db.schema import Candle, IngestRun, RejectedCandle
 
 VALUE_COLUMNS = ["open", "high", "low", "close", "volume_base", "volume_quote", "trade_count"]
 UPSERT_CHUNK = 2000
@@ -110,7 +112,7 @@ def _records(
     counts = frame["trade_count"].astype("object").where(frame["trade_count"].notna(), None)
     columns = {
         "open_time": frame.index.to_pydatetime().tolist(),
-        **{c: frame[c].to_numpy(dtype="float64").tolist() for c in VALUE_COLUMNS[:-1]},
+        **{c: _floats(frame[c]) for c in VALUE_COLUMNS[:-1]},
         "trade_count": [None if v is None else int(v) for v in counts],
     }
     fixed = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
@@ -119,6 +121,11 @@ def _records(
         {**fixed, **dict(zip(names, row, strict=True)), "ingest_run_id": ingest_run_id}
         for row in zip(*columns.values(), strict=True)
     ]
+
+
+def _floats(values: pd.Series) -> list[float | None]:
+    """Python floats, None where NaN: a missing quote volume is NULL, never PostgreSQL's NaN."""
+    return [None if math.isnan(v) else v for v in values.to_numpy(dtype="float64").tolist()]
 
 
 def _copy_upsert(session: Session, records: list[dict[str, Any]]) -> None:
@@ -166,6 +173,36 @@ def _upsert_statement(session: Session) -> Insert:
         index_elements=KEY,
         set_={c: statement.excluded[c] for c in [*VALUE_COLUMNS, "ingest_run_id"]},
     )
+
+
+def replace_rejected_candles(
+    session: Session,
+    rows: Sequence[dict[str, Any]],
+    *,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    ingest_run_id: int,
+) -> None:
+    """Make ``rows`` the series' rejected candles: the bad rows of its newest ingested file.
+
+    Each row holds ``row_number``, ``open_time`` (or None), ``reason`` and ``raw``. Replacing
+    instead of adding keeps a re-ingest of the same file from growing the table, and a row
+    CDD has since corrected leaves the quarantine with the file that corrected it.
+    """
+    series = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
+    session.execute(
+        delete(RejectedCandle).where(
+            RejectedCandle.exchange == exchange,
+            RejectedCandle.symbol == symbol,
+            RejectedCandle.timeframe == timeframe,
+        )
+    )
+    if rows:
+        session.execute(
+            insert(RejectedCandle),
+            [{**series, **row, "ingest_run_id": ingest_run_id} for row in rows],
+        )
 
 
 def start_ingest_run(

@@ -5,39 +5,70 @@ header or none; header case (``unix``/``Unix``); Unix time in milliseconds and i
 (also written ``1502928000.0``) within one file; dates as ``YYYY-MM-DD``,
 ``YYYY-MM-DD HH:MM:SS`` and ``YYYY-MM-DD 05-AM``; newest row first; ``NULL`` trade counts;
 volume columns named after the currency; the same candle twice across a format change.
+
+A row that cannot be a candle (an unreadable number or time, a missing price or base volume, a
+time off the period boundary) is a bad row: returned with its raw fields in ``bad_rows``, never
+in the frame. A missing quote volume is kept as NaN (stored as NULL), with a warning.
 """
 
 from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
 from candlecast.errors import ParseError
-from candlecast.identifiers import period
+from candlecast.identifiers import label, period
 
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 CANDLE_COLUMNS = [*PRICE_COLUMNS, "volume_base", "volume_quote", "trade_count"]
+LISTED = 10  # periods named in a warning's message; its "periods" list is complete
 _MS_THRESHOLD = 100_000_000_000  # Unix values above this are milliseconds (after 1973 in ms)
+_MAX_SECONDS = 10_000_000_000  # a later Unix time (year 2286) is no candle's
+_MAX_COUNT = 2**53  # trade counts beyond this do not survive float64 exactly
 _AM_PM = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{1,2})-(AM|PM)$", re.IGNORECASE)
 _NULLS = {"", "NULL", "null", "NaN", "nan", "None"}
+_KEY_COLUMNS = {"unix": "unix", "date": "date", "symbol": "symbol"}
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row of the file that is never stored as a candle: where, why, and its fields as written."""
+
+    row_number: int  # 1-based, counting candle rows below the header
+    open_time: datetime | None  # None where the row's own time cannot be read
+    reason: str
+    raw: dict[str, str]
 
 
 @dataclass
 class ParsedCandles:
-    """Candles read from one CDD file, oldest first, one row per period."""
+    """Candles read from one CDD file, oldest first, one row per period; and its bad rows."""
 
     frame: pd.DataFrame
     rows_read: int
     duplicates_resolved: int = 0
     warnings: list[dict[str, object]] = field(default_factory=list)
+    bad_rows: list[BadRow] = field(default_factory=list)
+    table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # fields as read
+    sources: pd.Series = field(default_factory=pd.Series, repr=False)  # open_time -> table row
+
+    def bad_rows_at(self, reasons: pd.Series) -> list[BadRow]:
+        """The rows behind the candles at ``reasons``' open times, as bad rows for those reasons."""
+        positions = self.sources.loc[reasons.index]
+        return [
+            _bad_row(self.table, int(position), moment, str(reason))
+            for moment, position, reason in zip(reasons.index, positions, reasons, strict=True)
+        ]
 
 
 def parse_cdd_csv(content: bytes, *, symbol: str, timeframe: str) -> ParsedCandles:
-    """Parse the body of a CDD CSV file into a candle frame.
+    """Parse the body of a CDD CSV file into a candle frame and its bad rows.
 
     Parameters
     ----------
@@ -46,49 +77,46 @@ def parse_cdd_csv(content: bytes, *, symbol: str, timeframe: str) -> ParsedCandl
     symbol:
         The pair asked for (``BTCUSDT``); the file's own symbol column must agree.
     timeframe:
-        ``d`` or ``1h``; every open time must fall on a period boundary.
+        ``d`` or ``1h``; an open time off a period boundary makes its row bad.
 
     Returns
     -------
     ParsedCandles
         ``frame`` is indexed by the UTC ``open_time`` (ascending, unique) with float64
-        ``open, high, low, close, volume_base, volume_quote`` and a nullable ``trade_count``.
+        ``open, high, low, close, volume_base, volume_quote`` (NaN where missing) and a
+        nullable ``trade_count``; ``bad_rows`` lists the rows left out.
 
     Raises
     ------
     ParseError
         For anything that is not a complete CDD candle file: HTML, empty or truncated bodies,
-        missing columns, unparseable numbers or dates, another symbol, misaligned times.
+        rows with another number of fields than the header, missing columns, another symbol,
+        or no readable candle row at all.
     """
-    text = _decode(content, symbol)
-    raw = _read_table(text, symbol)
+    raw = _read_table(_decode(content, symbol), symbol)
     columns = _map_columns(raw.columns, symbol)
     table = raw.rename(columns=columns)[list(columns.values())]
     _check_symbol_column(table, symbol)
     warnings: list[dict[str, object]] = []
-    open_time, newer_format = _open_times(table, symbol, timeframe, warnings)
+    reasons = pd.Series("", index=table.index, dtype=object)
+    open_time, newer_format = _open_times(table, timeframe, reasons, warnings)
     frame = pd.DataFrame(
-        {name: _numbers(table, name, symbol) for name in CANDLE_COLUMNS if name != "trade_count"}
+        {
+            name: _numbers(table.get(name), name, reasons, nullable=name == "volume_quote")
+            for name in CANDLE_COLUMNS[:-1]
+        }
     )
-    frame["trade_count"] = _trade_counts(table, symbol)
-    frame["open_time"] = open_time
-    frame["_newer"] = newer_format
-    frame["_row"] = np.arange(len(frame))
-    # Keep one row per period: the newer-format row, else the one nearer the top of the file.
-    frame = frame.sort_values(["open_time", "_newer", "_row"], ascending=[True, False, True])
-    duplicated = frame.duplicated("open_time", keep="first")
-    frame = frame.loc[~duplicated].drop(columns=["_newer", "_row"]).set_index("open_time")
-    repeats = int(duplicated.sum())
-    if repeats:
-        what = "1 candle appeared twice" if repeats == 1 else f"{repeats} candles appeared twice"
-        warnings.append(
-            {
-                "kind": "duplicates",
-                "count": repeats,
-                "message": f"{what}; kept one of each (the newer-format row)",
-            }
-        )
-    return ParsedCandles(frame, len(table), repeats, warnings)
+    frame["trade_count"] = _trade_counts(table.get("trade_count"), reasons)
+    bad = (reasons != "").to_numpy()
+    if bad.all():
+        raise ParseError(symbol, f"no readable candle row; row 1: {reasons.iat[0]}")
+    bad_rows = [_bad_row(raw, i, open_time.iat[i], reasons.iat[i]) for i in np.flatnonzero(bad)]
+    frame = frame.assign(open_time=open_time, _newer=newer_format, _row=np.arange(len(frame)))
+    frame, repeats = _one_per_period(frame.loc[~bad])
+    warnings.extend(_duplicates(repeats))
+    warnings.extend(_null_volumes(frame, timeframe))
+    sources = frame.pop("_row")
+    return ParsedCandles(frame, len(table), repeats, warnings, bad_rows, raw, sources)
 
 
 def _decode(content: bytes, symbol: str) -> str:
@@ -112,24 +140,40 @@ def _read_table(text: str, symbol: str) -> pd.DataFrame:
     )
     if header is None:
         raise ParseError(symbol, "no CDD header line (unix,date,symbol,open,...) found")
+    body = [line for line in lines[header + 1 :] if line.strip()]
+    if not body:
+        raise ParseError(symbol, "the CSV has a header but no candle rows")
+    _check_complete(lines[header], body, symbol)
     try:
         table = pd.read_csv(
-            io.StringIO(text),
-            skiprows=header,
+            io.StringIO("\n".join([lines[header], *body])),
             dtype=str,
             keep_default_na=False,
             skipinitialspace=True,
         )
     except (pd.errors.ParserError, ValueError) as exc:
         raise ParseError(symbol, f"malformed CSV: {str(exc).strip()}") from None
-    if table.empty:
-        raise ParseError(symbol, "the CSV has a header but no candle rows")
-    required = [c for c in table.columns if str(c).strip().lower() != "tradecount"]
-    incomplete = (table[required].isna() | (table[required] == "")).any(axis=1).to_numpy()
-    if incomplete.any():
-        row = int(np.flatnonzero(incomplete)[0])
-        raise ParseError(symbol, f"row {row + 1}: missing value (incomplete row, truncated body?)")
+    if len(table) != len(body):
+        raise ParseError(symbol, "malformed CSV: quoted fields span lines")
     return table
+
+
+def _check_complete(header: str, body: list[str], symbol: str) -> None:
+    """Refuse rows with another number of fields than the header, and a last row ending in an
+    empty field: what a download or copy cut off mid-row leaves."""
+    expected = header.count(",")
+    counts = np.fromiter((line.count(",") for line in body), dtype=np.int64, count=len(body))
+    wrong = np.flatnonzero(counts != expected)
+    if wrong.size:
+        row = int(wrong[0])
+        cut = " (incomplete row: truncated file?)" if counts[row] < expected else ""
+        raise ParseError(
+            symbol, f"row {row + 1} has {counts[row] + 1} fields, the header {expected + 1}{cut}"
+        )
+    if not body[-1].rsplit(",", 1)[-1].strip():
+        raise ParseError(
+            symbol, f"row {len(body)}: the last row ends in an empty field (truncated file?)"
+        )
 
 
 def _looks_like_header(line: str) -> bool:
@@ -141,11 +185,11 @@ def _map_columns(columns: pd.Index, symbol: str) -> dict[str, str]:
     """Map the file's column names to ours; volumes by currency name, never by position."""
     by_lower = {str(c).strip().lower(): str(c) for c in columns}
     mapping: dict[str, str] = {}
-    for ours, theirs in [("unix", "unix"), ("date", "date"), ("symbol", "symbol")]:
-        if theirs in by_lower:
+    for theirs, ours in _KEY_COLUMNS.items():
+        if theirs in by_lower and ours not in mapping.values():
             mapping[by_lower[theirs]] = ours
     missing = [name for name in PRICE_COLUMNS if name not in by_lower]
-    if missing or not ({"unix", "date"} & by_lower.keys()):
+    if missing or not ({"unix", "date"} & set(mapping.values())):
         raise ParseError(symbol, f"missing columns: {', '.join(missing or ['unix/date'])}")
     mapping.update({by_lower[name]: name for name in PRICE_COLUMNS})
     for key in ("tradecount", "trade_count"):
@@ -177,53 +221,60 @@ def _check_symbol_column(table: pd.DataFrame, symbol: str) -> None:
     if "symbol" not in table:
         return
     uniques = pd.Series(table["symbol"].unique())  # a handful of spellings, not every row
+    uniques = uniques[~uniques.str.strip().isin(_NULLS)]  # an empty cell names no other pair
     found = set(uniques.str.replace(r"[/\-_ ]", "", regex=True).str.upper())
-    if found != {symbol}:
+    if found - {symbol}:
         shown = ", ".join(sorted(found)[:3])
         raise ParseError(symbol, f"the file holds {shown}, not {symbol}")
 
 
 def _open_times(
-    table: pd.DataFrame, symbol: str, timeframe: str, warnings: list[dict[str, object]]
+    table: pd.DataFrame, timeframe: str, reasons: pd.Series, warnings: list[dict[str, object]]
 ) -> tuple[pd.Series, pd.Series]:
-    """UTC open times (from Unix, checked against Date) and whether each row is newer-format."""
-    dates = _dates(table["date"], symbol) if "date" in table else None
+    """UTC open times (from Unix, checked against Date) and whether each row is newer-format;
+    NaT where a row's time cannot be read."""
+    dates = _dates(table["date"], reasons) if "date" in table else None
     if "unix" in table:
-        unix = pd.to_numeric(table["unix"], errors="coerce")
-        _fail_on_nan(unix, table["unix"], "unix", symbol)
-        in_ms = unix >= _MS_THRESHOLD
-        seconds = np.where(in_ms, unix / 1000.0, unix)
-        open_time = pd.Series(
-            pd.to_datetime(np.round(seconds), unit="s", utc=True), index=table.index
-        )
+        open_time, newer = _unix_times(table["unix"], reasons)
         if dates is not None:
-            disagree = int((open_time != dates).sum())
-            if disagree:
-                warnings.append(
-                    {
-                        "kind": "date_label",
-                        "count": disagree,
-                        "message": f"{disagree} rows have a Date label that disagrees with "
-                        "their Unix time; the Unix time was used",
-                    }
-                )
-        newer = pd.Series(in_ms, index=table.index)
+            _warn_on_disagreement(open_time, dates, warnings)
     else:
         assert dates is not None  # noqa: S101 - _map_columns guarantees one of the two
-        open_time = dates
-        newer = table["date"].str.contains(":", regex=False)
+        open_time, newer = dates, table["date"].str.contains(":", regex=False)
     step = pd.Timedelta(period(timeframe))
-    misaligned = (open_time - open_time.dt.floor(step)) != pd.Timedelta(0)
-    if misaligned.any():
-        row = int(np.flatnonzero(misaligned.to_numpy())[0])
-        raise ParseError(
-            symbol,
-            f"row {row + 1}: open time {open_time.iloc[row]} is not on a {timeframe} boundary",
-        )
+    misaligned = (open_time.notna() & (open_time != open_time.dt.floor(step))).to_numpy()
+    _flag(
+        reasons, misaligned, lambda i: f"open time {open_time.iat[i]} not on a {timeframe} boundary"
+    )
     return open_time.astype("datetime64[ns, UTC]"), newer
 
 
-def _dates(values: pd.Series, symbol: str) -> pd.Series:
+def _unix_times(values: pd.Series, reasons: pd.Series) -> tuple[pd.Series, pd.Series]:
+    unix = _numbers(values, "unix", reasons)
+    in_ms = unix >= _MS_THRESHOLD
+    seconds = unix.where(~in_ms, unix / 1000.0)
+    usable = ((seconds >= 0) & (seconds < _MAX_SECONDS)).to_numpy()
+    _flag(reasons, ~usable, lambda i: f"Unix time {values.iat[i]!r} is out of range")
+    moments = pd.to_datetime(np.round(seconds.where(usable)), unit="s", utc=True)
+    return pd.Series(moments, index=values.index), pd.Series(in_ms, index=values.index)
+
+
+def _warn_on_disagreement(
+    open_time: pd.Series, dates: pd.Series, warnings: list[dict[str, object]]
+) -> None:
+    disagree = int((open_time.notna() & dates.notna() & (open_time != dates)).sum())
+    if disagree:
+        warnings.append(
+            {
+                "kind": "date_label",
+                "count": disagree,
+                "message": f"{disagree} rows have a Date label that disagrees with "
+                "their Unix time; the Unix time was used",
+            }
+        )
+
+
+def _dates(values: pd.Series, reasons: pd.Series) -> pd.Series:
     def normalise(text: str) -> str:
         match = _AM_PM.match(text.strip())
         if not match:
@@ -242,33 +293,87 @@ def _dates(values: pd.Series, symbol: str) -> pd.Series:
         left = values[rest]
         left = left.str.strip() if layout != "mixed" else left.map(normalise)
         parsed[rest] = pd.to_datetime(left, format=layout, utc=True, errors="coerce")
-    _fail_on_nan(parsed, values, "date", symbol)
+    _flag(reasons, parsed.isna().to_numpy(), lambda i: _unreadable(values.iat[i], "date"))
     return parsed
 
 
-def _numbers(table: pd.DataFrame, name: str, symbol: str) -> pd.Series:
-    values = pd.to_numeric(table[name], errors="coerce").astype("float64")
+def _numbers(
+    text: pd.Series | None, name: str, reasons: pd.Series, *, nullable: bool = False
+) -> pd.Series:
+    """Column ``name`` as float64, NaN where unusable; an unreadable value makes its row bad,
+    and so does a missing one unless the column is ``nullable``."""
+    if text is None:  # a layout without this column (old files have no trade count)
+        return pd.Series(np.nan, index=reasons.index, dtype="float64")
+    values = pd.to_numeric(text, errors="coerce").astype("float64")
     retry = values.isna().to_numpy()
     if retry.any():  # stray spaces, e.g. "1.5 ": strip only those rows (stripping all is slow)
-        values[retry] = pd.to_numeric(table[name][retry].str.strip(), errors="coerce")
-    _fail_on_nan(values, table[name], name, symbol)
-    return values
+        values[retry] = pd.to_numeric(text[retry].str.strip(), errors="coerce")
+    unusable = ~np.isfinite(values.to_numpy())
+    if nullable:
+        unusable[unusable] = ~text[unusable].str.strip().isin(_NULLS).to_numpy()
+    _flag(reasons, unusable, lambda i: _unreadable(text.iat[i], name))
+    return values.where(np.isfinite(values))
 
 
-def _trade_counts(table: pd.DataFrame, symbol: str) -> pd.Series:
-    if "trade_count" not in table:
-        return pd.Series(pd.NA, index=table.index, dtype="Int64")
-    raw = table["trade_count"].str.strip()
-    nulls = raw.isin(_NULLS)
-    numbers = pd.to_numeric(raw.where(~nulls), errors="coerce")
-    _fail_on_nan(numbers[~nulls], raw[~nulls], "tradecount", symbol)
-    return numbers.round().astype("Int64")
+def _trade_counts(text: pd.Series | None, reasons: pd.Series) -> pd.Series:
+    counts = _numbers(text, "trade_count", reasons, nullable=True)
+    too_large = (counts.abs() >= _MAX_COUNT).to_numpy()
+    _flag(reasons, too_large, lambda i: f"trade count {counts.iat[i]:.0f} is out of range")
+    return counts.where(~too_large).round().astype("Int64")
 
 
-def _fail_on_nan(parsed: pd.Series, raw: pd.Series, column: str, symbol: str) -> None:
-    bad = parsed.isna().to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        value = raw.iloc[row]
-        what = "missing value" if str(value).strip() in _NULLS else f"unparseable value {value!r}"
-        raise ParseError(symbol, f"row {row + 1}: {what} in column {column!r}")
+def _unreadable(value: object, column: str) -> str:
+    if str(value).strip() in _NULLS:
+        return f"missing value in column {column!r}"
+    return f"unparseable value {value!r} in column {column!r}"
+
+
+def _flag(reasons: pd.Series, bad: np.ndarray, why: Callable[[int], str]) -> None:
+    """Give each row in ``bad`` without a reason yet the reason ``why(position)``: the first
+    problem found is the one a row is quarantined for."""
+    for position in np.flatnonzero(bad & (reasons.to_numpy() == "")):
+        reasons.iat[position] = why(int(position))
+
+
+def _bad_row(table: pd.DataFrame, position: int, moment: object, reason: str) -> BadRow:
+    raw = {str(name): str(value) for name, value in table.iloc[position].items()}
+    when = None if pd.isna(moment) else pd.Timestamp(moment).to_pydatetime()
+    return BadRow(int(position) + 1, when, reason, raw)
+
+
+def _one_per_period(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep one row per period: the newer-format row, else the one nearer the top of the file."""
+    frame = frame.sort_values(["open_time", "_newer", "_row"], ascending=[True, False, True])
+    duplicated = frame.duplicated("open_time", keep="first")
+    frame = frame.loc[~duplicated].drop(columns=["_newer"]).set_index("open_time")
+    return frame, int(duplicated.sum())
+
+
+def _duplicates(repeats: int) -> list[dict[str, object]]:
+    if not repeats:
+        return []
+    what = "1 candle appeared twice" if repeats == 1 else f"{repeats} candles appeared twice"
+    return [
+        {
+            "kind": "duplicates",
+            "count": repeats,
+            "message": f"{what}; kept one of each (the newer-format row)",
+        }
+    ]
+
+
+def _null_volumes(frame: pd.DataFrame, timeframe: str) -> list[dict[str, object]]:
+    empty = frame.index[frame["volume_quote"].isna().to_numpy()]
+    if empty.empty:
+        return []
+    periods = [label(moment, timeframe) for moment in empty]
+    shown = ", ".join(periods[:LISTED]) + (" ..." if len(periods) > LISTED else "")
+    return [
+        {
+            "kind": "null_volume",
+            "count": len(periods),
+            "periods": periods,
+            "message": f"no quote volume (stored as NULL) for {len(periods)} of the candles: "
+            + shown,
+        }
+    ]

@@ -6,7 +6,7 @@ server needed) and by the Prefect flows (as a task).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,13 +19,18 @@ from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
 from candlecast.settings import Settings, get_settings
 from candlecast.urls import public_url
 from db.locks import named_lock
-from db.queries import finish_ingest_run, start_ingest_run, upsert_candles
+from db.queries import (
+    finish_ingest_run,
+    replace_rejected_candles,
+    start_ingest_run,
+    upsert_candles,
+)
 from db.session import session_factory
-from tasks.cdd import parse_cdd_csv
+from tasks.cdd import BadRow, parse_cdd_csv
 from tasks.fetch import Download, cdd_url, fetch
 from tasks.logs import current_flow_run_id, run_logger
 from tasks.timing import Stages
-from tasks.validate import validate_candles
+from tasks.validate import ValidatedCandles, quarantine, validate_candles
 
 
 @dataclass
@@ -36,16 +41,17 @@ class IngestResult:
     symbol: str
     timeframe: str
     run_id: int
-    rows_parsed: int
-    inserted: int
-    updated: int
-    unchanged: int
-    first: datetime | None
-    last: datetime | None
+    rows_parsed: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
     missing: list[str] = field(default_factory=list)
     dropped_open: list[str] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    quarantined: int = 0  # bad rows left out of the candles, kept in rejected_candles
 
     def line(self) -> str:
         fmt = "%Y-%m-%d" if self.timeframe == "d" else "%Y-%m-%d %H:%M"
@@ -54,7 +60,9 @@ class IngestResult:
         return (
             f"{self.exchange} {self.symbol} {self.timeframe}: {self.rows_parsed} rows parsed, "
             f"{self.inserted} inserted, {self.updated} updated, {span}, "
-            f"{len(self.missing)} missing" + (f"; warnings: {notes}" if notes else "")
+            f"{len(self.missing)} missing"
+            + (f", {self.quarantined} quarantined" if self.quarantined else "")
+            + (f"; warnings: {notes}" if notes else "")
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -126,66 +134,89 @@ def _ingest(
             )
         log.info("%s: downloaded %d bytes (sha256 %s)", symbol, download.size, download.sha256[:12])
         with stages("parse_validate"):
-            parsed = parse_cdd_csv(download.content, symbol=symbol, timeframe=timeframe)
-            checked = validate_candles(
-                parsed.frame,
-                symbol=symbol,
-                timeframe=timeframe,
-                now=now,
-                open_volume_ratio=settings.open_candle_volume_ratio,
-                jump_ratio=settings.jump_warning_ratio,
-            )
-        warnings = parsed.warnings + checked.warnings
-        frame = checked.frame
+            checked = _check(download.content, symbol, timeframe, settings, now)
         with stages("upsert"), sessions.begin() as session:
-            counts = upsert_candles(
-                session,
-                frame,
-                exchange=exchange,
-                symbol=symbol,
-                timeframe=timeframe,
-                ingest_run_id=run_id,
-            )
-            first = frame.index[0].to_pydatetime() if len(frame) else None
-            last = frame.index[-1].to_pydatetime() if len(frame) else None
-            finish_ingest_run(
-                session,
-                run_id,
-                status="success",
-                finished_at=datetime.now(UTC),
-                http_status=download.http_status,
-                sha256=download.sha256,
-                bytes=download.size,
-                rows_parsed=parsed.rows_read,
-                inserted=counts.inserted,
-                updated=counts.updated,
-                unchanged=counts.unchanged,
-                first_candle=first,
-                last_candle=last,
-                missing_count=len(checked.missing),
-                warnings=warnings,
+            result = _store(
+                session, checked, download, IngestResult(exchange, symbol, timeframe, run_id)
             )
     except Exception as exc:
         _record_failure(sessions, run_id, exc, download)
         log.error("%s", exc if isinstance(exc, SymbolError) else f"{symbol}: {exc!r}")
         raise
-    result = IngestResult(
-        exchange,
-        symbol,
-        timeframe,
-        run_id,
-        parsed.rows_read,
-        counts.inserted,
-        counts.updated,
-        counts.unchanged,
-        first,
-        last,
-        checked.missing,
-        checked.dropped_open,
-        warnings,
-        stages.seconds,
-    )
+    result = replace(result, timings=stages.seconds)
     log.info("%s", result.line())
+    return result
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A parsed and validated file: the candles to store, the rows to quarantine, the warnings."""
+
+    rows_read: int
+    validated: ValidatedCandles
+    bad_rows: list[BadRow]
+    warnings: list[dict[str, Any]]
+
+
+def _check(
+    content: bytes, symbol: str, timeframe: str, settings: Settings, now: datetime
+) -> _Checked:
+    parsed = parse_cdd_csv(content, symbol=symbol, timeframe=timeframe)
+    validated = validate_candles(
+        parsed.frame,
+        symbol=symbol,
+        timeframe=timeframe,
+        now=now,
+        open_volume_ratio=settings.open_candle_volume_ratio,
+        jump_ratio=settings.jump_warning_ratio,
+    )
+    bad_rows, notes = quarantine(
+        parsed, validated, symbol=symbol, timeframe=timeframe, max_share=settings.max_bad_row_share
+    )
+    warnings = parsed.warnings + validated.warnings + notes
+    return _Checked(parsed.rows_read, validated, bad_rows, warnings)
+
+
+def _store(
+    session: Session, checked: _Checked, download: Download, run: IngestResult
+) -> IngestResult:
+    """Upsert the candles, replace the rejected ones and record the success of ``run`` (a
+    result naming only its series and run id), all in ``session``'s transaction."""
+    frame = checked.validated.frame
+    series = {"exchange": run.exchange, "symbol": run.symbol, "timeframe": run.timeframe}
+    counts = upsert_candles(session, frame, **series, ingest_run_id=run.run_id)
+    rejected = [asdict(row) for row in checked.bad_rows]
+    replace_rejected_candles(session, rejected, **series, ingest_run_id=run.run_id)
+    result = replace(
+        run,
+        rows_parsed=checked.rows_read,
+        inserted=counts.inserted,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        first=frame.index[0].to_pydatetime() if len(frame) else None,
+        last=frame.index[-1].to_pydatetime() if len(frame) else None,
+        missing=checked.validated.missing,
+        dropped_open=checked.validated.dropped_open,
+        warnings=checked.warnings,
+        quarantined=len(rejected),
+    )
+    finish_ingest_run(
+        session,
+        run.run_id,
+        status="success",
+        finished_at=datetime.now(UTC),
+        http_status=download.http_status,
+        sha256=download.sha256,
+        bytes=download.size,
+        rows_parsed=result.rows_parsed,
+        inserted=result.inserted,
+        updated=result.updated,
+        unchanged=result.unchanged,
+        first_candle=result.first,
+        last_candle=result.last,
+        missing_count=len(result.missing),
+        warnings=result.warnings,
+    )
     return result
 
 

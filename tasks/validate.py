@@ -1,34 +1,49 @@
-"""Rules a candle frame must pass before it is stored: hard errors, warnings, the open candle.
+"""Rules a candle frame must pass before it is stored: hard errors, bad rows, warnings.
 
-Hard errors reject the whole file (nothing is written): non-positive prices, high below low
-or outside open/close, negative volume, candles in the future. Warnings are kept with the
-ingest run: missing periods (listed), suspicious jumps, and a newest candle whose volume is
-far below the recent ones (saved while its period was still running; dropped).
+A candle with an impossible price or volume (a non-positive price, high below low or outside
+open/close, a negative volume) is a bad row: left out of the frame and, with the rows the parser
+could not read, quarantined (:func:`quarantine`). The whole file is refused (nothing is written)
+for a candle in the future, and when more of its rows are bad than :func:`bad_row_limit` allows.
+Warnings are kept with the ingest run: missing periods (listed; a bad row's period is one),
+suspicious jumps, and a newest candle whose volume is far below the recent ones (saved while its
+period was still running; dropped).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 
 import pandas as pd
 
 from candlecast.errors import ValidationError
-from candlecast.identifiers import period
+from candlecast.identifiers import label, period
+from tasks.cdd import LISTED, PRICE_COLUMNS, BadRow, ParsedCandles
 
 Warning_ = dict[str, object]
 RECENT_CANDLES = 7  # the newest candle's volume is compared with the median of this many before it
 MAX_LISTED = 50  # missing periods listed by date in one warning; the count is always complete
+MAX_BAD_ROWS = 100  # a file with more bad rows is refused, however long it is
+_ROW_RULES: list[tuple[Callable[[pd.DataFrame], pd.Series], str]] = [
+    (lambda f: (f[PRICE_COLUMNS] <= 0).any(axis=1), "non-positive price"),
+    (lambda f: f["high"] < f["low"], "high below low"),
+    (lambda f: (f["high"] < f["open"]) | (f["high"] < f["close"]), "high below open or close"),
+    (lambda f: (f["low"] > f["open"]) | (f["low"] > f["close"]), "low above open or close"),
+    (lambda f: (f["volume_base"] < 0) | (f["volume_quote"] < 0), "negative volume"),
+]
 
 
 @dataclass
 class ValidatedCandles:
-    """Final candles ready to store, what was dropped as not final, and the warnings."""
+    """Final candles ready to store, what was dropped as not final or impossible, the warnings."""
 
     frame: pd.DataFrame
     dropped_open: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     warnings: list[Warning_] = field(default_factory=list)
+    impossible: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))  # reasons
 
 
 def validate_candles(
@@ -40,7 +55,7 @@ def validate_candles(
     open_volume_ratio: float = 0.15,
     jump_ratio: float = 0.5,
 ) -> ValidatedCandles:
-    """Check ``frame`` (from :func:`tasks.cdd.parse_cdd_csv`) and keep only final candles.
+    """Check ``frame`` (from :func:`tasks.cdd.parse_cdd_csv`) and keep only final, possible candles.
 
     Parameters
     ----------
@@ -55,15 +70,22 @@ def validate_candles(
         Warn when a close differs from the previous close, or from its own open, by more
         than this share.
 
+    Returns
+    -------
+    ValidatedCandles
+        ``impossible`` holds the rule each left-out impossible candle breaks, by open time.
+
     Raises
     ------
     ValidationError
-        Naming the first offending candle, for any hard rule broken.
+        Naming the first candle in the future.
     """
     step = pd.Timedelta(period(timeframe))
-    _hard_rules(frame, symbol, now)
-    final = frame.loc[frame.index + step <= now]
-    dropped = [_label(t, timeframe) for t in frame.index.difference(final.index)]
+    _refuse_future(frame, symbol, now)
+    reasons = impossible_candles(frame)
+    possible = frame.loc[(reasons == "").to_numpy()]
+    final = possible.loc[possible.index + step <= now]
+    dropped = [label(t, timeframe) for t in possible.index.difference(final.index)]
     warnings: list[Warning_] = []
     if dropped:
         warnings.append(
@@ -75,13 +97,12 @@ def validate_candles(
         )
     final, suspect = _drop_probably_open(final, open_volume_ratio)
     if suspect is not None:
-        label = _label(suspect, timeframe)
-        dropped.append(label)
+        dropped.append(label(suspect, timeframe))
         warnings.append(
             _warning(
                 "probably_open",
                 1,
-                f"dropped the newest candle {label}: its volume is below "
+                f"dropped the newest candle {dropped[-1]}: its volume is below "
                 f"{open_volume_ratio:.0%} of the median of the {RECENT_CANDLES} before it "
                 "(probably saved while still open)",
             )
@@ -94,29 +115,82 @@ def validate_candles(
             | {"periods": missing}
         )
     warnings.extend(_jumps(final, jump_ratio, timeframe))
-    return ValidatedCandles(final, dropped, missing, warnings)
+    return ValidatedCandles(final, dropped, missing, warnings, reasons[reasons != ""])
 
 
-def _hard_rules(frame: pd.DataFrame, symbol: str, now: datetime) -> None:
-    o, h, lo, c = (frame[name] for name in ("open", "high", "low", "close"))
-    checks = [
-        ((frame[["open", "high", "low", "close"]] <= 0).any(axis=1), "non-positive price"),
-        (h < lo, "high below low"),
-        ((h < o) | (h < c), "high below open or close"),
-        ((lo > o) | (lo > c), "low above open or close"),
-        ((frame["volume_base"] < 0) | (frame["volume_quote"] < 0), "negative volume"),
-        (pd.Series(frame.index > now, index=frame.index), "candle in the future"),
-    ]
-    for bad, what in checks:
-        if bad.any():
-            first = bad[bad].index[0]
-            row = frame.loc[first]
-            raise ValidationError(
-                symbol,
-                f"{what} in the candle of {first.isoformat()} (open {row['open']}, high "
-                f"{row['high']}, low {row['low']}, close {row['close']}, volume "
-                f"{row['volume_base']}); nothing was stored",
-            )
+def impossible_candles(frame: pd.DataFrame) -> pd.Series:
+    """The first price or volume rule each candle breaks, by open time; ``""`` where none."""
+    reasons = pd.Series("", index=frame.index, dtype=object)
+    for rule, what in _ROW_RULES:
+        reasons[rule(frame).to_numpy() & (reasons == "").to_numpy()] = what
+    return reasons
+
+
+def bad_row_limit(rows: int, share: float) -> int:
+    """How many bad rows a file of ``rows`` rows may have and still be stored.
+
+    ``share`` of its rows, at least one (a new pair's first hour is often bad) and at most
+    :data:`MAX_BAD_ROWS`; none when ``share`` is 0.
+    """
+    return 0 if share <= 0 else min(MAX_BAD_ROWS, max(1, int(share * rows)))
+
+
+def quarantine(
+    parsed: ParsedCandles,
+    checked: ValidatedCandles,
+    *,
+    symbol: str,
+    timeframe: str,
+    max_share: float,
+) -> tuple[list[BadRow], list[Warning_]]:
+    """Every bad row of a file (unreadable or impossible) in file order, and the warning naming
+    them, once the file is known to have few enough of them to be stored.
+
+    Raises
+    ------
+    ValidationError
+        When more rows are bad than :func:`bad_row_limit` allows, or every row is; the message
+        names the count and the first bad row with its fields.
+    """
+    bad = sorted(
+        parsed.bad_rows + parsed.bad_rows_at(checked.impossible), key=attrgetter("row_number")
+    )
+    if not bad:
+        return [], []
+    limit = bad_row_limit(parsed.rows_read, max_share)
+    if len(bad) > limit or len(bad) >= parsed.rows_read:
+        problem = (
+            "every row is bad"
+            if len(bad) >= parsed.rows_read
+            else f"{len(bad)} of {parsed.rows_read} rows are bad, more than the {limit} a file "
+            "may have (CANDLECAST_MAX_BAD_ROW_SHARE)"
+        )
+        first = _describe(bad[0], timeframe, raw=True)
+        raise ValidationError(symbol, f"{problem}; the first is {first}; nothing was stored")
+    shown = "; ".join(_describe(row, timeframe) for row in bad[:LISTED])
+    more = " ..." if len(bad) > LISTED else ""
+    rows = "1 bad row" if len(bad) == 1 else f"{len(bad)} bad rows"
+    message = f"quarantined {rows} (in rejected_candles, not stored): {shown}{more}"
+    periods = [label(row.open_time, timeframe) for row in bad if row.open_time is not None]
+    return bad, [_warning("quarantined", len(bad), message) | {"periods": periods}]
+
+
+def _describe(row: BadRow, timeframe: str, *, raw: bool = False) -> str:
+    when = f" ({label(row.open_time, timeframe)})" if row.open_time is not None else ""
+    fields = f" [{','.join(row.raw.values())}]" if raw else ""
+    return f"row {row.row_number}{when}: {row.reason}{fields}"
+
+
+def _refuse_future(frame: pd.DataFrame, symbol: str, now: datetime) -> None:
+    future = frame.index[frame.index > now]
+    if len(future):
+        row = frame.loc[future[0]]
+        raise ValidationError(
+            symbol,
+            f"candle in the future at {future[0].isoformat()} (open {row['open']}, high "
+            f"{row['high']}, low {row['low']}, close {row['close']}, volume "
+            f"{row['volume_base']}); nothing was stored",
+        )
 
 
 def _drop_probably_open(
@@ -134,7 +208,7 @@ def _missing(index: pd.DatetimeIndex, step: pd.Timedelta, timeframe: str) -> lis
     if len(index) < 2:
         return []
     expected = pd.date_range(index[0], index[-1], freq=step)
-    return [_label(t, timeframe) for t in expected.difference(index)]
+    return [label(t, timeframe) for t in expected.difference(index)]
 
 
 def _jumps(frame: pd.DataFrame, ratio: float, timeframe: str) -> list[Warning_]:
@@ -143,7 +217,7 @@ def _jumps(frame: pd.DataFrame, ratio: float, timeframe: str) -> list[Warning_]:
     suspicious = frame.index[(move > ratio) | (body > ratio)]
     if suspicious.empty:
         return []
-    labels = [_label(t, timeframe) for t in suspicious]
+    labels = [label(t, timeframe) for t in suspicious]
     return [
         _warning(
             "jump",
@@ -157,10 +231,6 @@ def _jumps(frame: pd.DataFrame, ratio: float, timeframe: str) -> list[Warning_]:
 
 def _warning(kind: str, count: int, message: str) -> Warning_:
     return {"kind": kind, "count": count, "message": message}
-
-
-def _label(moment: pd.Timestamp, timeframe: str) -> str:
-    return moment.strftime("%Y-%m-%d" if timeframe == "d" else "%Y-%m-%d %H:%M")
 
 
 def _unit(timeframe: str) -> str:

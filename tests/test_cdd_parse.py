@@ -18,6 +18,7 @@ REAL_FILES = [
     ("Binance_ADAUSDT_d.csv", "ADAUSDT", "d", 1165, 1165, "2018-04-17", "2021-06-24"),
     ("Binance_BNBUSDT_d.csv", "BNBUSDT", "d", 1272, 1272, "2017-12-18", "2021-06-11"),
     ("Binance_BTCUSDT_1h.csv", "BTCUSDT", "1h", 36062, 33413, "2017-08-17 04:00", "2021-06-10"),
+    ("Binance_ETHUSDT_1h.csv", "ETHUSDT", "1h", 336, 336, "2019-10-31", "2019-11-13 23:00"),
 ]
 
 HEADER = "unix,date,symbol,open,high,low,close,Volume BTC,Volume USDT,tradecount"
@@ -149,7 +150,10 @@ GOOD_ROW = "1624406400000,2021-06-23 00:00:00,BTC/USDT,1,2,0.5,1.5,10,15,7"
             f"{HEADER}\n{GOOD_ROW.replace('2021-06-23 00:00:00', '23/06/21 x')}\n".encode(),
             "column 'date'",
         ),
-        (f"{HEADER}\n{GOOD_ROW}\n{GOOD_ROW[:30]}".encode(), "row 2: missing value"),
+        (f"{HEADER}\n{GOOD_ROW}\n{GOOD_ROW[:30]}".encode(), "row 2 has 2 fields.*truncated"),
+        (f"{HEADER}\n{GOOD_ROW}\n{GOOD_ROW[:-1]}".encode(), "row 2: .*empty field.*truncated"),
+        (f"{HEADER}\n{GOOD_ROW[:-2]}\n{GOOD_ROW}\n".encode(), "row 1 has 9 fields.*truncated"),
+        (f"{HEADER}\n{GOOD_ROW},1\n".encode(), "row 1 has 11 fields, the header 10$"),
         (f"{HEADER}\n{GOOD_ROW.replace('BTC/USDT', 'ETH/USDT')}\n".encode(), "holds ETHUSDT"),
         (
             f"{HEADER}\n{GOOD_ROW.replace('1624406400000', '1624406460000')}\n".encode(),
@@ -161,3 +165,78 @@ def test_malformed_input_raises_parse_error_naming_the_cause(body: bytes, cause:
     with pytest.raises(ParseError, match=cause) as info:
         parse_cdd_csv(body, symbol="BTCUSDT", timeframe="d")
     assert str(info.value).startswith("BTCUSDT: ")
+
+
+JUNE_22 = "1624320000000,2021-06-22,BTC/USDT,1,2,0.5,1.5,10,15,7"
+JUNE_25 = "1624579200000,2021-06-25,BTC/USDT,1,2,0.5,1.5,10,15,7"
+
+
+def rows(*middle: str) -> bytes:
+    """A file of the ``middle`` rows between two good days, 2021-06-22 and 2021-06-25."""
+    return "\n".join([HEADER, JUNE_22, *middle, JUNE_25]).encode()
+
+
+MIDDLE = "1624406400000,2021-06-23,BTC/USDT,1,2,0.5,1.5,10,15,7"
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (MIDDLE.replace(",1.5,", ",,"), "missing value in column 'close'"),
+        (MIDDLE.replace(",1.5,", ",nan,"), "missing value in column 'close'"),
+        (MIDDLE.replace(",1.5,", ",abc,"), "unparseable value 'abc' in column 'close'"),
+        (MIDDLE.replace(",2,", ",inf,"), "unparseable value 'inf' in column 'high'"),
+        (MIDDLE.replace(",10,", ",NULL,"), "missing value in column 'volume_base'"),
+        (MIDDLE.replace(",15,", ",1.2.3,"), "unparseable value '1.2.3' in column 'volume_quote'"),
+        (MIDDLE.replace(",7", ",seven"), "unparseable value 'seven' in column 'trade_count'"),
+        (MIDDLE.replace("2021-06-23", "23/06/21 x"), "unparseable value '23/06/21 x' in column"),
+        (MIDDLE.replace("1624406400000", "1624406460000"), "not on a d boundary"),
+        (MIDDLE.replace("1624406400000", "99999999999999999"), "Unix time '99999999999999999'"),
+    ],
+)
+def test_a_bad_row_is_left_out_with_its_reason_and_raw_fields(row: str, reason: str) -> None:
+    parsed = parse_cdd_csv(rows(row), symbol="BTCUSDT", timeframe="d")
+    (bad,) = parsed.bad_rows
+    assert bad.row_number == 2 and reason in bad.reason
+    assert list(bad.raw) == HEADER.split(",") and ",".join(bad.raw.values()) == row
+    assert list(parsed.frame.index.day) == [22, 25]  # the good rows around it are all there
+    assert parsed.rows_read == 3
+
+
+def test_a_bad_rows_time_is_kept_where_it_can_be_read() -> None:
+    unreadable_unix = MIDDLE.replace("1624406400000", "soon")
+    parsed = parse_cdd_csv(
+        rows(MIDDLE.replace(",1.5,", ",,"), unreadable_unix), symbol="BTCUSDT", timeframe="d"
+    )
+    times = [bad.open_time for bad in parsed.bad_rows]
+    assert times == [datetime(2021, 6, 23, tzinfo=UTC), None]
+
+
+def test_a_missing_quote_volume_is_nan_with_a_warning() -> None:
+    parsed = parse_cdd_csv(rows(MIDDLE.replace(",15,", ",nan,")), symbol="BTCUSDT", timeframe="d")
+    assert parsed.bad_rows == []
+    candle = parsed.frame.loc[pd.Timestamp("2021-06-23", tz="UTC")]
+    assert pd.isna(candle["volume_quote"]) and candle["volume_base"] == 10.0
+    (warning,) = parsed.warnings
+    assert (warning["kind"], warning["count"], warning["periods"]) == (
+        "null_volume",
+        1,
+        ["2021-06-23"],
+    )
+
+
+def test_no_readable_row_refuses_the_file() -> None:
+    body = rows().replace(b",1.5,", b",x,")
+    with pytest.raises(ParseError, match="no readable candle row; row 1: unparseable value 'x'"):
+        parse_cdd_csv(body, symbol="BTCUSDT", timeframe="d")
+
+
+def test_eth_hourly_file_quarantines_its_zero_price_row(cdd_dir: Path) -> None:
+    parsed = parse_cdd_csv(
+        (cdd_dir / "Binance_ETHUSDT_1h.csv").read_bytes(), symbol="ETHUSDT", timeframe="1h"
+    )
+    nan_row = parsed.frame.loc[pd.Timestamp("2019-11-07 03:00", tz="UTC")]
+    assert pd.isna(nan_row["volume_quote"]) and nan_row["volume_base"] == 47422.8856
+    assert [w["kind"] for w in parsed.warnings] == ["null_volume"]
+    # the zero-price row reads as numbers: the validator, not the parser, rejects it
+    assert parsed.bad_rows == [] and len(parsed.frame) == 336

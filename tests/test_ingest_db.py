@@ -16,7 +16,7 @@ from candlecast.errors import FetchError, ParseError, ValidationError
 from candlecast.settings import Settings
 from db.migrate import current_revision, head_revision, upgrade
 from db.queries import load_candles
-from db.schema import Candle, IngestRun
+from db.schema import Candle, IngestRun, RejectedCandle
 from db.session import get_engine, session_factory
 from tasks.ingest import ingest_symbol
 
@@ -61,6 +61,40 @@ def test_ingest_run_is_recorded(settings: Settings, cdd_dir: Path) -> None:
     assert run.last_candle == datetime(2021, 6, 23, tzinfo=UTC)
     assert {w["kind"] for w in run.warnings} == {"duplicates", "probably_open"}
     assert run.finished_at is not None and run.error is None
+
+
+def test_eth_hourly_file_stores_all_but_its_bad_row(settings: Settings) -> None:
+    result = ingest_symbol.fn("ETHUSDT", timeframe="1h", settings=settings, now=NOW)
+    assert (result.rows_parsed, result.inserted, result.quarantined) == (336, 335, 1)
+    assert result.missing == ["2019-11-04 08:00"]  # the bad row's hour, reported like a gap
+    assert {w["kind"] for w in result.warnings} == {"null_volume", "missing", "quarantined"}
+    url = settings.sqlalchemy_url()
+    with session_factory(url)() as session:
+        stored = load_candles(session, "Binance", "ETHUSDT", "1h")
+        (bad,) = session.scalars(select(RejectedCandle)).all()
+    assert len(stored) == 335 and pd.Timestamp("2019-11-04 08:00", tz="UTC") not in stored.index
+    nan_volume = stored.loc[pd.Timestamp("2019-11-07 03:00", tz="UTC")]
+    assert pd.isna(nan_volume["volume_quote"]) and nan_volume["volume_base"] == 47422.8856
+    assert (bad.row_number, bad.reason, bad.open_time) == (
+        232,
+        "non-positive price",
+        datetime(2019, 11, 4, 8, tzinfo=UTC),
+    )
+    assert bad.raw == {
+        "Unix": "1572854400000",
+        "Date": "2019-11-04 08:00:00",
+        "Symbol": "ETHUSDT",
+        "Open": "0.0",
+        "High": "184.03",
+        "Low": "0.0",
+        "Close": "184.03",
+        "Volume ETH": "56488.5572",
+        "Volume USDT": "10409146.435244",
+        "tradecount": "5205",
+    }
+    again = ingest_symbol.fn("ETHUSDT", timeframe="1h", settings=settings, now=NOW)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 335)
+    assert count(url, RejectedCandle) == 1
 
 
 def test_stored_candles_round_trip_exactly(settings: Settings, cdd_dir: Path) -> None:
@@ -136,7 +170,7 @@ def test_truncated_file_in_mirror_writes_nothing(
     mirror.mkdir()
     body = (cdd_dir / "Binance_BTCUSDT_d.csv").read_bytes()
     (mirror / "Binance_BTCUSDT_d.csv").write_bytes(body[: len(body) // 2])
-    with pytest.raises(ParseError, match="missing value"):
+    with pytest.raises(ParseError, match="incomplete row: truncated file"):
         ingest_symbol.fn(
             "BTCUSDT", settings=settings.model_copy(update={"cdd_base_url": str(mirror)}), now=NOW
         )

@@ -91,3 +91,24 @@ def test_csv_looking_noise_raises_only_the_parsers_own_error(text: str) -> None:
         parse_cdd_csv(body, symbol="BTCUSDT", timeframe="d")
     except ParseError:
         pass
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=candles(), data=st.data())
+def test_one_spoilt_field_loses_only_its_row(rows, data) -> None:
+    lines = [render(*r, "current") for r in rows]
+    at = data.draw(st.integers(0, len(lines) - 1))
+    fields = lines[at].split(",")
+    column = data.draw(st.sampled_from([0, 1, 3, 4, 5, 6, 7]))  # unix, date, prices, base volume
+    fields[column] = data.draw(st.sampled_from(["", "nan", "NULL", "x", "1..2", "-", "inf"]))
+    good_tail = render(3001, 1, 2, 0.5, 1.5, 1, 1, "current")  # the spoilt row is never alone
+    whole, spoilt = (
+        parse_cdd_csv(
+            "\n".join([NEW_HEADER, *body, good_tail]).encode(), symbol="BTCUSDT", timeframe="d"
+        )
+        for body in (lines, [*lines[:at], ",".join(fields), *lines[at + 1 :]])
+    )
+    (bad,) = spoilt.bad_rows
+    assert bad.row_number == at + 1 and ",".join(bad.raw.values()) == ",".join(fields)
+    lost = pd.Timestamp(START + timedelta(days=rows[at][0]))
+    pd.testing.assert_frame_equal(spoilt.frame, whole.frame.drop(lost))
