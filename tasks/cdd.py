@@ -1,10 +1,11 @@
 """Reading CryptoDataDownload (CDD) candle CSV files, in every variant CDD has served.
 
 Variants handled (see ``shared/data/cryptodatadownload/README.md``): a banner line above the
-header or none; header case (``unix``/``Unix``); Unix time in milliseconds and in seconds
-(also written ``1502928000.0``) within one file; dates as ``YYYY-MM-DD``,
+header or none; header case (``unix``/``Unix``, ``Unix Timestamp``); Unix time in milliseconds
+and in seconds (also written ``1502928000.0``) within one file; dates as ``YYYY-MM-DD``,
 ``YYYY-MM-DD HH:MM:SS`` and ``YYYY-MM-DD 05-AM``; newest row first; ``NULL`` trade counts;
-volume columns named after the currency; the same candle twice across a format change.
+volume columns named after the currency, or one ``Volume`` column (older files and other
+exchanges': the base volume, with no quote volume); the same candle twice across a format change.
 
 A row that cannot be a candle (an unreadable number or time, a missing price or base volume, a
 time off the period boundary) is a bad row: returned with its raw fields in ``bad_rows``, never
@@ -33,7 +34,7 @@ _MAX_SECONDS = 10_000_000_000  # a later Unix time (year 2286) is no candle's
 _MAX_COUNT = 2**53  # trade counts beyond this do not survive float64 exactly
 _AM_PM = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{1,2})-(AM|PM)$", re.IGNORECASE)
 _NULLS = {"", "NULL", "null", "NaN", "nan", "None"}
-_KEY_COLUMNS = {"unix": "unix", "date": "date", "symbol": "symbol"}
+_KEY_COLUMNS = {"unix": "unix", "unix timestamp": "unix", "date": "date", "symbol": "symbol"}
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,8 @@ def parse_cdd_csv(content: bytes, *, symbol: str, timeframe: str) -> ParsedCandl
     -------
     ParsedCandles
         ``frame`` is indexed by the UTC ``open_time`` (ascending, unique) with float64
-        ``open, high, low, close, volume_base, volume_quote`` (NaN where missing) and a
-        nullable ``trade_count``; ``bad_rows`` lists the rows left out.
+        ``open, high, low, close, volume_base, volume_quote`` (NaN where the file has no quote
+        volume) and a nullable ``trade_count``; ``bad_rows`` lists the rows left out.
 
     Raises
     ------
@@ -114,7 +115,8 @@ def parse_cdd_csv(content: bytes, *, symbol: str, timeframe: str) -> ParsedCandl
     frame = frame.assign(open_time=open_time, _newer=newer_format, _row=np.arange(len(frame)))
     frame, repeats = _one_per_period(frame.loc[~bad])
     warnings.extend(_duplicates(repeats))
-    warnings.extend(_null_volumes(frame, timeframe))
+    if "volume_quote" in table:
+        warnings.extend(_null_volumes(frame, timeframe))
     sources = frame.pop("_row")
     return ParsedCandles(frame, len(table), repeats, warnings, bad_rows, raw, sources)
 
@@ -205,6 +207,8 @@ def _volume_columns(by_lower: dict[str, str], symbol: str) -> dict[str, str]:
         for k, v in by_lower.items()
         if k.startswith("volume") and k != "volume"
     }
+    if not volumes and "volume" in by_lower:  # one Volume column: the base volume, no quote
+        return {by_lower["volume"]: "volume_base"}
     quote = [cur for cur in volumes if cur and symbol.endswith(cur) and cur != symbol]
     base = [cur for cur in volumes if cur and symbol.startswith(cur) and cur != symbol]
     if len(volumes) != 2 or len(base) != 1 or len(quote) != 1 or base == quote:
@@ -212,7 +216,7 @@ def _volume_columns(by_lower: dict[str, str], symbol: str) -> dict[str, str]:
         raise ParseError(
             symbol,
             f"missing columns: need base and quote volume named after {symbol}'s currencies "
-            f"(e.g. 'Volume BTC', 'Volume USDT'); found {found}",
+            f"(e.g. 'Volume BTC', 'Volume USDT') or one 'Volume' column; found {found}",
         )
     return {volumes[base[0]]: "volume_base", volumes[quote[0]]: "volume_quote"}
 
@@ -302,7 +306,7 @@ def _numbers(
 ) -> pd.Series:
     """Column ``name`` as float64, NaN where unusable; an unreadable value makes its row bad,
     and so does a missing one unless the column is ``nullable``."""
-    if text is None:  # a layout without this column (old files have no trade count)
+    if text is None:  # a layout without this column (one Volume: no quote volume)
         return pd.Series(np.nan, index=reasons.index, dtype="float64")
     values = pd.to_numeric(text, errors="coerce").astype("float64")
     retry = values.isna().to_numpy()

@@ -19,6 +19,7 @@ REAL_FILES = [
     ("Binance_BNBUSDT_d.csv", "BNBUSDT", "d", 1272, 1272, "2017-12-18", "2021-06-11"),
     ("Binance_BTCUSDT_1h.csv", "BTCUSDT", "1h", 36062, 33413, "2017-08-17 04:00", "2021-06-10"),
     ("Binance_ETHUSDT_1h.csv", "ETHUSDT", "1h", 336, 336, "2019-10-31", "2019-11-13 23:00"),
+    ("Gemini_BTCUSD_1h.csv", "BTCUSD", "1h", 326, 326, "2020-12-08", "2020-12-21 13:00"),
 ]
 
 HEADER = "unix,date,symbol,open,high,low,close,Volume BTC,Volume USDT,tradecount"
@@ -117,12 +118,17 @@ def test_header_without_banner_and_upper_case_header() -> None:
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_volumes_mapped_by_name_not_position() -> None:
-    swapped = (
-        "unix,date,symbol,open,high,low,close,Volume USDT,Volume BTC,tradecount\n"
-        "1624406400000,2021-06-23,BTCUSDT,1,2,0.5,1.5,15,10,7\n"
-    )
-    frame = parse_cdd_csv(swapped.encode(), symbol="BTCUSDT", timeframe="d").frame
+@pytest.mark.parametrize(
+    ("volumes", "row", "symbol"),
+    [
+        ("Volume USDT,Volume BTC,tradecount", "1624406400000,2021-06-23,BTCUSDT", "BTCUSDT"),
+        ("Volume USD,Volume BTC", "1624406400,2021-06-23 00:00:00,BTC/USD", "BTCUSD"),  # Bitstamp
+    ],
+)
+def test_volumes_mapped_by_name_not_position(volumes: str, row: str, symbol: str) -> None:
+    trades = ",7" if "tradecount" in volumes else ""
+    swapped = f"unix,date,symbol,open,high,low,close,{volumes}\n{row},1,2,0.5,1.5,15,10{trades}\n"
+    frame = parse_cdd_csv(swapped.encode(), symbol=symbol, timeframe="d").frame
     assert (frame["volume_base"].iloc[0], frame["volume_quote"].iloc[0]) == (10.0, 15.0)
 
 
@@ -229,6 +235,37 @@ def test_no_readable_row_refuses_the_file() -> None:
     body = rows().replace(b",1.5,", b",x,")
     with pytest.raises(ParseError, match="no readable candle row; row 1: unparseable value 'x'"):
         parse_cdd_csv(body, symbol="BTCUSDT", timeframe="d")
+
+
+GEMINI_HEADER = "Unix Timestamp,Date,Symbol,Open,High,Low,Close,Volume"
+
+
+@pytest.mark.parametrize("unix", ["1609369200", "1609369200000"])
+def test_one_volume_column_is_the_base_volume_and_no_quote_volume(unix: str) -> None:
+    body = (
+        "Created on 12-30-2020,https://www.CryptoDataDownload.com\n"
+        f"{GEMINI_HEADER}\n{unix},2020-12-30 23:00:00,BTCUSD,28700.0,28911.52,28630.0,28875.54,"
+        "61.1\n"
+    )
+    parsed = parse_cdd_csv(body.encode(), symbol="BTCUSD", timeframe="1h")
+    candle = parsed.frame.loc[pd.Timestamp("2020-12-30 23:00", tz="UTC")]
+    assert (candle["close"], candle["volume_base"]) == (28875.54, 61.1)
+    assert pd.isna(candle["volume_quote"]) and pd.isna(candle["trade_count"])
+    assert parsed.warnings == []  # no quote volume in the layout is no news row by row
+
+
+def test_gemini_file_reads_every_row(cdd_dir: Path) -> None:
+    parsed = parse_cdd_csv(
+        (cdd_dir / "Gemini_BTCUSD_1h.csv").read_bytes(), symbol="BTCUSD", timeframe="1h"
+    )
+    newest = parsed.frame.iloc[-1]
+    # file row: 1608555600000,2020-12-21 13:00:00,BTCUSD,22307.5,22665.35,22251.23,22646.53,...
+    assert (newest["open"], newest["close"], newest["volume_base"]) == (
+        22307.5,
+        22646.53,
+        113.21382348,
+    )
+    assert parsed.frame["volume_quote"].isna().all() and parsed.bad_rows == []
 
 
 def test_eth_hourly_file_quarantines_its_zero_price_row(cdd_dir: Path) -> None:

@@ -44,6 +44,24 @@ def test_url_is_built_from_checked_parts() -> None:
         cdd_url("https://x.test", "Binance", "BTCUSDT", "5m")
 
 
+@pytest.mark.parametrize(
+    ("exchange", "symbol", "timeframe", "name"),
+    [
+        ("Gemini", "BTCUSD", "d", "Gemini_BTCUSD_d.csv"),
+        ("Gemini", "btcusd", "1h", "Gemini_BTCUSD_1h.csv"),
+        ("Bitstamp", "BTCUSD", "d", "Bitstamp_BTCUSD_d.csv"),
+        ("Coinbase", "ETHUSD", "d", "Coinbase_ETHUSD_d.csv"),
+        ("Kraken", "XBTEUR", "1h", "Kraken_XBTEUR_1h.csv"),
+    ],
+)
+def test_other_exchanges_files_are_named_as_cdd_names_them(
+    exchange: str, symbol: str, timeframe: str, name: str
+) -> None:
+    assert cdd_url("https://www.cryptodatadownload.com/cdd", exchange, symbol, timeframe) == (
+        f"https://www.cryptodatadownload.com/cdd/{name}"
+    )
+
+
 def test_ok_download_sends_user_agent(httpserver: HTTPServer, btc_bytes: bytes) -> None:
     httpserver.expect_oneshot_request(PATH, headers={"User-Agent": USER_AGENT}).respond_with_data(
         btc_bytes, content_type="text/csv"

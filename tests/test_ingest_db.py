@@ -97,6 +97,20 @@ def test_eth_hourly_file_stores_all_but_its_bad_row(settings: Settings) -> None:
     assert count(url, RejectedCandle) == 1
 
 
+def test_gemini_file_over_an_http_mirror(settings: Settings, cdd_mirror: str) -> None:
+    http = settings.model_copy(update={"cdd_base_url": cdd_mirror})
+    result = ingest_symbol.fn("BTCUSD", exchange="Gemini", timeframe="1h", settings=http, now=NOW)
+    assert (result.inserted, result.missing, result.quarantined) == (326, [], 0)
+    assert result.line().startswith("Gemini BTCUSD 1h: 326 rows parsed, 326 inserted")
+    (run,) = runs(settings.sqlalchemy_url())
+    assert (run.url, run.http_status) == (f"{cdd_mirror}/Gemini_BTCUSD_1h.csv", 200)
+    with session_factory(settings.sqlalchemy_url())() as session:
+        stored = load_candles(session, "Gemini", "BTCUSD", "1h")
+    assert stored["volume_quote"].isna().all()  # the file's one Volume column is the base
+    assert stored["volume_base"].iloc[-1] == 113.21382348
+    assert stored.index[-1] == pd.Timestamp("2020-12-21 13:00", tz="UTC")
+
+
 def test_stored_candles_round_trip_exactly(settings: Settings, cdd_dir: Path) -> None:
     ingest_symbol.fn("ADAUSDT", settings=settings, now=NOW)
     with session_factory(settings.sqlalchemy_url())() as session:
