@@ -20,7 +20,8 @@ def input_window(frame: pd.DataFrame, rows: int, timeframe: str) -> tuple[pd.Dat
     A missing candle inside the window is filled on the straight line, in log price, between
     the real candles around it (open = high = low = close; volumes likewise): the move the
     real candles show is spread evenly over the missing periods, and no move is invented
-    that they do not show. At most :data:`MAX_BRIDGED` candles are bridged.
+    that they do not show. At most :data:`MAX_BRIDGED` candles are bridged, counting those
+    of a gap that begins before the window.
 
     Parameters
     ----------
@@ -43,11 +44,14 @@ def input_window(frame: pd.DataFrame, rows: int, timeframe: str) -> tuple[pd.Dat
     missing = window.index[window["close"].isna()]
     if missing.empty:
         return window, 0
-    before = frame.loc[frame.index < expected[0]]
-    if len(missing) > MAX_BRIDGED or (pd.isna(window["close"].iloc[0]) and before.empty):
+    lead = frame.loc[frame.index < expected[0]].iloc[-1:]  # what a gap at the start leans on
+    gap = missing
+    if pd.isna(window["close"].iloc[0]):  # the gap reaches back to the candle before the window
+        start = lead.index[0] + step if len(lead) else expected[0]
+        gap = pd.date_range(start, expected[0] - step, freq=step).append(missing)
+    if len(gap) > MAX_BRIDGED or (lead.empty and gap[0] == expected[0]):
         fmt = "%Y-%m-%d" if timeframe == "d" else "%Y-%m-%d %H:%M"
-        raise IncompleteWindowError(missing[0].strftime(fmt), missing[-1].strftime(fmt))
-    lead = before.iloc[-1:]  # the real candle a gap at the window's start is bridged from
+        raise IncompleteWindowError(gap[0].strftime(fmt), gap[-1].strftime(fmt))
     return _bridged(pd.concat([lead, window]), missing).iloc[len(lead) :], len(missing)
 
 

@@ -44,6 +44,13 @@ def test_a_gap_at_the_start_of_the_window_is_bridged_from_the_candle_before() ->
     assert window["close"].tolist() == pytest.approx([np.sqrt(20.0 * 40.0), 40.0, 41.0])
 
 
+def test_a_gap_that_begins_before_the_window_counts_whole() -> None:
+    """One day missing in the window, but the last candle before it is three days earlier."""
+    frame = make_candles([10.0, 99.0, 99.0, 99.0, 40.0, 41.0], start="2025-04-22", drop=[1, 2, 3])
+    with pytest.raises(IncompleteWindowError, match="2025-04-23..2025-04-25 missing"):
+        input_window(frame, 3, "d")
+
+
 def test_more_missing_candles_than_may_be_bridged_name_the_gap() -> None:
     missing = list(range(3, 3 + MAX_BRIDGED + 1))
     frame = make_candles(np.linspace(10, 20, 10), start="2025-04-22", drop=missing)
