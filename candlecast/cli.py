@@ -141,6 +141,9 @@ def run_daily(
     outcomes = state.result(raise_on_failure=False)  # a failed run keeps the others' outcomes
     if isinstance(outcomes, list) and outcomes:
         typer.echo(summary_markdown(outcomes, {}).split("\n## ")[0].rstrip())
+        typer.echo("")
+        for outcome in outcomes:  # what the table cannot say: why, e.g. no new candle
+            typer.echo(f"{outcome.symbol}: {outcome.decision}")
         rows = forecast_table(outcomes)
         columns = [
             "symbol",

@@ -65,6 +65,10 @@ def test_run_prints_the_forecasts_it_made_and_names_the_symbol_that_failed(
     with session_factory(prefect_env.sqlalchemy_url())() as session:
         stored = session.scalars(select(Forecast.predicted_close)).all()
     assert len(stored) == 2 and all(f"{p:.2f}"[:4] in result.stdout for p in stored)
+    assert "WAVEUSDT: first version to beat persistence" in result.stdout  # the decision
+    again = runner.invoke(app, ["run", "-s", "WAVEUSDT", "--preset", "tiny", "--horizon", "2"])
+    assert again.exit_code == 0
+    assert "WAVEUSDT: no new candle since v1 (2025-10-14): kept v1" in again.stdout
 
 
 def test_run_refuses_an_unknown_runner_before_anything_runs(env: Settings) -> None:
