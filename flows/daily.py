@@ -9,8 +9,9 @@ from prefect.client.schemas.objects import State
 from prefect.states import Failed
 
 from db.migrate import require_head
-from tasks.daily import Mode, SymbolOutcome, forecast_symbol
+from tasks.daily import forecast_symbol
 from tasks.logs import run_logger
+from tasks.outcome import Mode, SymbolOutcome
 from tasks.report import publish_run_report
 from tasks.runners import Runner, fan_out
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from prefect import task
@@ -25,45 +24,13 @@ from db.schema import ModelVersion
 from db.session import session_factory
 from tasks.ingest import IngestResult, ingest_symbol
 from tasks.logs import current_flow_run_id, run_logger
+from tasks.outcome import Mode, SymbolOutcome
 from tasks.registry import forecast_rows, load_trained, register
 from tasks.report import publish_plots
 from tasks.runners import SYMBOL_TIMEOUT_S
 from tasks.threads import freeze_heap
 from tasks.timing import Stages
 from tasks.training_slots import training_slot
-
-Mode = Literal["auto", "fine_tune", "retrain"]
-
-
-@dataclass
-class SymbolOutcome:
-    """What the daily step did for one symbol; the run summary is made of these."""
-
-    exchange: str
-    symbol: str
-    timeframe: str
-    as_of: str
-    rows: int
-    ingest: dict[str, Any] | None
-    action: str  # retrain | fine_tune | rejected | kept (no new candle: no new version)
-    decision: str
-    version: int | None = None
-    promoted: bool = False
-    champion_version: int | None = None
-    test_mape: float | None = None
-    persistence_mape: float | None = None
-    skill: float | None = None
-    train_seconds: float = 0.0
-    forecasts: list[dict[str, Any]] = field(default_factory=list)
-    forecasts_new: int = 0
-    scored: int = 0
-    plots: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None  # why the step failed (the run names it): rejected, or no forecast
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, and "task"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @task(

@@ -17,7 +17,7 @@ from candlecast.settings import get_settings
 from tasks.logs import current_flow_run_id, run_logger
 
 if TYPE_CHECKING:
-    from tasks.daily import SymbolOutcome
+    from tasks.outcome import SymbolOutcome
 
 
 def _pct(value: float | None) -> str:

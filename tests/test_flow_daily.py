@@ -18,7 +18,8 @@ from db.schema import Forecast, ModelVersion
 from db.session import session_factory
 from flows.daily import _outcome_and_cause, backfill, daily_forecast, forecast_one
 from models import presets
-from tasks.daily import SymbolOutcome, forecast_symbol
+from tasks.daily import forecast_symbol
+from tasks.outcome import SymbolOutcome
 from tasks.report import plots_key
 from tests.conftest import settings_for
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.daily import SymbolOutcome
+from tasks.outcome import SymbolOutcome
 from tasks.report import forecast_table, plots_markdown, price_decimals, summary_markdown
 
 
