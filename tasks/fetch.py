@@ -7,7 +7,6 @@ directory, or a ``file://`` URL. Redirects are followed only within the same hos
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -20,12 +19,12 @@ from candlecast import __version__
 from candlecast.errors import FetchError, InvalidInputError
 from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
 from candlecast.urls import check_base_url, public_url
+from tasks.logs import run_logger
 
 USER_AGENT = f"candlecast/{__version__} (+https://github.com/candlecast/candlecast)"
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 3
 MAX_RETRY_AFTER_S = 60.0
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,9 @@ def fetch(
         delay = (
             backoff_s * 2**attempt if retry_after is None else min(retry_after, MAX_RETRY_AFTER_S)
         )
-        _log.warning("%s: %s; retry %d of %d in %.1f s", symbol, cause, attempt + 1, retries, delay)
+        run_logger(__name__).warning(  # the run's logs, where Prefect's UI shows them
+            "%s: %s; retry %d of %d in %.1f s", symbol, cause, attempt + 1, retries, delay
+        )
         time.sleep(delay)
         attempt += 1
 

@@ -144,6 +144,8 @@ def _ingest(
         log.error("%s", exc if isinstance(exc, SymbolError) else f"{symbol}: {exc!r}")
         raise
     result = replace(result, timings=stages.seconds)
+    for warning in result.warnings:  # each at WARNING, so that the UI's level filter finds it
+        log.warning("%s: %s", symbol, warning["message"])
     log.info("%s", result.line())
     return result
 

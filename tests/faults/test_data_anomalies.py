@@ -5,6 +5,7 @@ Each test here is a row of README's fault table on bad data (SQLite and PostgreS
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -165,3 +166,17 @@ def test_a_truncated_last_row_refuses_the_file(settings: Settings, tmp_path: Pat
     ):
         ingest_rows(settings, tmp_path, [row(0)[:40], row(1), row(2)])  # the last line is cut
     assert stored(settings) == 0 and stored(settings, RejectedCandle) == 0
+
+
+def test_each_data_warning_is_logged_at_warning_level(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [row(0), row(1), row(1, c=101.5), row(3, lo=0), row(4).replace(",1010,", ",nan,")]
+    with caplog.at_level(logging.INFO, logger="candlecast"):
+        result = ingest_rows(settings, tmp_path, [*rows, row(5)])
+    levels = {r.getMessage(): r.levelno for r in caplog.records if r.name == "candlecast"}
+    kinds = ["duplicates", "missing", "null_volume", "quarantined"]
+    assert sorted(w["kind"] for w in result.warnings) == kinds
+    for warning in result.warnings:
+        assert levels[f"BTCUSDT: {warning['message']}"] == logging.WARNING
+    assert levels[result.line()] == logging.INFO
