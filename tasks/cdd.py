@@ -84,8 +84,9 @@ def parse_cdd_csv(content: bytes, *, symbol: str, timeframe: str) -> ParsedCandl
     -------
     ParsedCandles
         ``frame`` is indexed by the UTC ``open_time`` (ascending, unique) with float64
-        ``open, high, low, close, volume_base, volume_quote`` (NaN where the file has no quote
-        volume) and a nullable ``trade_count``; ``bad_rows`` lists the rows left out.
+        ``open, high, low, close, volume_base, volume_quote`` (NaN where the file or the row
+        has no quote volume) and a nullable ``trade_count``; ``bad_rows`` lists the rows left
+        out, in file order.
 
     Raises
     ------
