@@ -46,6 +46,7 @@ STAGES = [
     "upsert",
     "load",
     "slot",
+    "prepare",
     "train",
     "evaluate",
     "register",

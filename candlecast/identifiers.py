@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -49,3 +51,25 @@ def period(timeframe: str) -> timedelta:
 def label(moment: datetime, timeframe: str) -> str:
     """A candle as messages name it: ``2024-03-01`` (daily), ``2024-03-01 05:00`` (hourly)."""
     return moment.strftime("%Y-%m-%d" if check_timeframe(timeframe) == "d" else "%Y-%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of candles, (exchange, symbol, timeframe), checked once where it enters.
+
+    It unpacks as that triple (``registry.champion(session, *series)``).
+    """
+
+    exchange: str
+    symbol: str
+    timeframe: str
+
+    @classmethod
+    def checked(cls, exchange: str, symbol: str, timeframe: str) -> Series:
+        return cls(check_exchange(exchange), check_symbol(symbol), check_timeframe(timeframe))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((self.exchange, self.symbol, self.timeframe))
+
+    def label(self, moment: datetime) -> str:
+        return label(moment, self.timeframe)

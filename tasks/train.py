@@ -17,6 +17,7 @@ import pandas as pd
 from models.presets import ModelConfig
 from tasks.evaluate import evaluate, mape
 from tasks.prepare import Prepared, Samples, ScalerParams, prepare, to_price
+from tasks.timing import Stages
 
 Kind = Literal["retrain", "fine_tune"]
 Policy = Literal["auto", "fine_tune", "retrain"]
@@ -228,24 +229,34 @@ def _result(
 
 
 def train_model(
-    frame: pd.DataFrame, config: ModelConfig, timeframe: str = "d", track_price_mape: bool = True
+    frame: pd.DataFrame,
+    config: ModelConfig,
+    timeframe: str = "d",
+    track_price_mape: bool = True,
+    stages: Stages | None = None,
 ) -> TrainedModel:
     """Train from scratch: split, fit a new scaler on the training rows, build, fit, evaluate.
 
     Early stopping on validation loss (best weights restored) when `config.patience` is set.
     `track_price_mape` adds the per-epoch price-space MAPE to the history (one extra forward
-    pass per epoch). Raises models.training.TrainingDivergedError on a NaN/inf loss.
+    pass per epoch). `stages` gets the seconds of `prepare`, `train` and `evaluate` (with
+    serialization). Raises models.training.TrainingDivergedError on a NaN/inf loss.
     """
     from models import lstm
 
-    prepared = prepare(frame, config, timeframe)
-    if len(prepared.train) == 0:
-        raise ValueError("no training windows: too few consecutive candles")
-    model = lstm.build(config, prepared.train.x.shape[2])
-    fitted = _fit(
-        model, prepared, prepared.train, config, config.epochs, config.patience, track_price_mape
-    )
-    return _result(model, frame, prepared, config, timeframe, fitted)
+    stages = stages or Stages()
+    with stages("prepare"):
+        prepared = prepare(frame, config, timeframe)
+        if len(prepared.train) == 0:
+            raise ValueError("no training windows: too few consecutive candles")
+        model = lstm.build(config, prepared.train.x.shape[2])
+    with stages("train"):
+        fitted = _fit(
+            model, prepared, prepared.train, config, config.epochs, config.patience,
+            track_price_mape,
+        )  # fmt: skip
+    with stages("evaluate"):
+        return _result(model, frame, prepared, config, timeframe, fitted)
 
 
 def fine_tune(
@@ -253,34 +264,38 @@ def fine_tune(
     frame: pd.DataFrame,
     epochs: int | None = None,
     track_price_mape: bool = True,
+    stages: Stages | None = None,
 ) -> TrainedModel:
     """Continue training `trained` on `frame` (incl. the newest candles), keeping its scaler.
 
     Trains `epochs` (default config.fine_tune_epochs) epochs, without early stopping, at
     config.fine_tune_learning_rate and config.fine_tune_batch_size on the newest
     config.fine_tune_rows windows before the test part (validation rows included), then
-    evaluates like `train_model`.
+    evaluates like `train_model`, timing the same stages.
     """
     from models import lstm
 
-    config = trained.config
-    prepared = prepare(frame, config, trained.timeframe, scaler=trained.scaler)
-    model = lstm.from_bytes(trained.model_bytes)
-    # the newest windows before the test part, validation rows included: they hold the newest
-    # candles (the validation MAPE of a fine-tuned model is therefore partly in-sample)
-    seen = prepare(frame, config.replace(val_fraction=0.0), trained.timeframe, trained.scaler)
-    train = seen.train.tail(config.fine_tune_rows)
-    batch = config.fine_tune_batch_size or config.batch_size
-    few_steps = len(train) <= EAGER_MAX_BATCHES * batch
-    lstm.compile_model(model, config, config.fine_tune_learning_rate, run_eagerly=few_steps)
+    config, stages = trained.config, stages or Stages()
+    with stages("prepare"):
+        prepared = prepare(frame, config, trained.timeframe, scaler=trained.scaler)
+        model = lstm.from_bytes(trained.model_bytes)
+        # the newest windows before the test part, validation rows included: they hold the
+        # newest candles (the validation MAPE of a fine-tuned model is therefore partly
+        # in-sample)
+        seen = prepare(frame, config.replace(val_fraction=0.0), trained.timeframe, trained.scaler)
+        train = seen.train.tail(config.fine_tune_rows)
+        batch = config.fine_tune_batch_size or config.batch_size
+        few_steps = len(train) <= EAGER_MAX_BATCHES * batch
+        lstm.compile_model(model, config, config.fine_tune_learning_rate, run_eagerly=few_steps)
     seed = config.seed + trained.fine_tunes_since_retrain + 1
     lstm.set_seed(seed)
-    epochs = epochs or config.fine_tune_epochs
-    fitted = _fit(
-        model, prepared, train, config, epochs, None, track_price_mape,
-        validate=False, batch_size=batch, seed=seed, few_steps=few_steps,
-    )  # fmt: skip
-    return _result(model, frame, prepared, config, trained.timeframe, fitted, previous=trained)
+    with stages("train"):
+        fitted = _fit(
+            model, prepared, train, config, epochs or config.fine_tune_epochs, None,
+            track_price_mape, validate=False, batch_size=batch, seed=seed, few_steps=few_steps,
+        )  # fmt: skip
+    with stages("evaluate"):
+        return _result(model, frame, prepared, config, trained.timeframe, fitted, trained)
 
 
 def decide(
@@ -318,11 +333,12 @@ def update_model(
     policy: Policy = "auto",
     timeframe: str = "d",
     track_price_mape: bool = True,
+    stages: Stages | None = None,
 ) -> TrainedModel:
     """The daily step: fine-tune `previous` or retrain from scratch, as `decide` says.
 
     Under `auto`, a fine-tune whose validation ratio degrades beyond the tolerance is replaced
-    at once by a retrain.
+    at once by a retrain. `stages` gets the seconds of every training this took.
     """
     has = previous is not None
     kind = decide(
@@ -335,8 +351,8 @@ def update_model(
         config.degrade_tolerance,
     )
     if kind == "retrain" or previous is None:
-        return train_model(frame, config, timeframe, track_price_mape)
-    tuned = fine_tune(previous, frame, track_price_mape=track_price_mape)
+        return train_model(frame, config, timeframe, track_price_mape, stages)
+    tuned = fine_tune(previous, frame, track_price_mape=track_price_mape, stages=stages)
     again = decide(
         policy,
         True,
@@ -347,7 +363,7 @@ def update_model(
         config.degrade_tolerance,
     )
     if again == "retrain":
-        return train_model(frame, config, timeframe, track_price_mape)
+        return train_model(frame, config, timeframe, track_price_mape, stages)
     return tuned
 
 

@@ -89,7 +89,7 @@ def test_a_long_gap_is_one_line_the_version_kept_and_the_others_forecast(
         state = daily_forecast(
             symbols=["GAPLUSDT", "WAVEUSDT"], preset="tiny", horizon=2, return_state=True
         )
-    line = "GAPLUSDT: no forecast: 2025-10-11..2025-10-13 missing in the newest window"
+    line = "GAPLUSDT: no forecast: 2025-10-10..2025-10-13 missing in the newest window"
     assert state.is_failed() and state.message == line
     gap, wave = state.result(raise_on_failure=False)
     assert gap.version == 1 and gap.forecasts == [] and gap.error == line
