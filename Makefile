@@ -19,6 +19,7 @@ serve: $(VENV)/.installed  ## serve the prefect.yaml deployments against PREFECT
 
 test: $(VENV)/.dev-installed browser  ## create .venv with the dev extras and run the whole test suite
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 CHROMIUM := /usr/bin/chromium
@@ -50,9 +51,10 @@ $(VENV)/.dev-installed: pyproject.toml uv.lock $(VENV)/.installed
 lock: $(BIN)/uv  ## upgrade every locked version to the newest allowed by pyproject.toml
 	$(BIN)/uv lock --upgrade
 
-lint: $(VENV)/.dev-installed  ## ruff lint and format check
+lint: $(VENV)/.dev-installed  ## ruff lint and format check, and the import layers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .

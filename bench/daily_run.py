@@ -37,8 +37,8 @@ from typing import get_args
 
 from bench.data import DAILY_FILES, load_daily
 from bench.ingest import DEFAULT_POSTGRES, scratch_postgres
+from candlecast.core.settings import PlotPolicy
 from candlecast.dask_worker import prepare_worker
-from candlecast.settings import PlotPolicy
 
 STAGES = [
     "fetch",
@@ -296,7 +296,7 @@ def run_day(
     dask_address: str | None = None,
 ):  # fmt: skip
     """One flow run; (wall seconds, Running seconds, outcomes, workers)."""
-    from candlecast.settings import get_settings
+    from candlecast.core.settings import get_settings
     from flows.daily import daily_forecast
     from tasks.runners import resolve_runner
 
@@ -398,7 +398,7 @@ def parallel_ceiling(pool: Executor, epochs: int = 15) -> tuple[float, float, fl
 
 def symbol_step(symbol: str, url: str, mirror: str, data_dir: str) -> None:
     """One symbol's daily step as a plain function call: no Prefect run, no slot."""
-    from candlecast.settings import Settings
+    from candlecast.core.settings import Settings
     from tasks.daily import forecast_symbol
 
     forecast_symbol.fn(

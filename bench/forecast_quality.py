@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 
 from bench.data import DAILY_FILES, load_daily
-from candlecast.errors import CandlecastError
+from candlecast.core.errors import CandlecastError
 from models.presets import ModelConfig, preset
 from tasks.evaluate import evaluate
 from tasks.prepare import split_bounds, windows
-from tasks.train import TrainedModel, predict_prices, update_model
+from tasks.train import update_model
+from tasks.trained import TrainedModel, predict_prices
 
 
 @dataclass
@@ -83,7 +84,7 @@ def load_files(files: list[Path]) -> list[tuple[str, pd.DataFrame]]:
 
     Raises
     ------
-    ValueError or candlecast.errors.ParseError, naming the file or its pair.
+    ValueError or candlecast.core.errors.ParseError, naming the file or its pair.
     """
     return [load_daily(path) for path in files]
 

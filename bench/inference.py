@@ -74,7 +74,7 @@ def training_seconds(frame) -> tuple[float, int]:
 
 def next_day(base: Path, tmp: Path, day2: Path) -> dict[str, float]:
     """The 4 symbols' next day on a fresh copy of the first-day database; stage seconds."""
-    from candlecast.settings import Settings
+    from candlecast.core.settings import Settings
     from tasks.daily import forecast_symbol
 
     copy = tmp / f"copy-{time.monotonic_ns()}.sqlite"
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    from candlecast.settings import Settings
+    from candlecast.core.settings import Settings
     from tasks.daily import forecast_symbol
 
     networks = {name: lstm.build(preset(name), n_features=1) for name in ("default", "lecture")}

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.data import SHARED
-from candlecast.settings import Settings
+from candlecast.core.settings import Settings
 from db.migrate import upgrade
 from db.session import get_engine
 from tasks.cdd import parse_cdd_csv

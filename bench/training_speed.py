@@ -25,7 +25,8 @@ import numpy as np
 from bench.data import DAILY_FILES, load_daily
 from bench.training_flops import seconds_per_epoch, throughput
 from models.presets import ModelConfig, preset
-from tasks.train import TrainedModel, fine_tune, train_model
+from tasks.train import fine_tune, train_model
+from tasks.trained import TrainedModel
 
 
 def _timed(call, *args, **kwargs) -> tuple[TrainedModel, float]:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
-from candlecast.errors import CandlecastError
+from candlecast.core.errors import CandlecastError
 from candlecast.tables import render
 from candlecast.temporary_server import (
     NO_TEMPORARY_SERVER,
@@ -66,7 +66,7 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Create or migrate the configured database (CANDLECAST_DATABASE_URL) to the newest schema."""
-    from candlecast.settings import get_settings
+    from candlecast.core.settings import get_settings
     from db.migrate import upgrade
     from db.session import masked_url
 
@@ -307,7 +307,7 @@ def forecasts(
 
 
 def _symbol(symbol: str | None) -> str | None:
-    from candlecast.identifiers import check_symbol
+    from candlecast.core.identifiers import check_symbol
 
     return None if symbol is None else _guarded(lambda: check_symbol(symbol))
 

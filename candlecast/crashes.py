@@ -20,7 +20,7 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.settings import get_current_settings
 
-from candlecast.errors import CandlecastError
+from candlecast.core.errors import CandlecastError
 
 AUTOMATION = "candlecast: crash flow runs that stopped sending heartbeats"
 FLOWS = ("daily-forecast", "forecast-symbol", "backfill", "ingest")  # the flows in flows/

@@ -47,7 +47,7 @@ def head_revision() -> str:
 
 def require_head(url: str | None = None) -> None:
     """Raise a clear error unless the database is migrated to this code's newest revision."""
-    from candlecast.errors import CandlecastError
+    from candlecast.core.errors import CandlecastError
     from db.session import masked_url
 
     current, head = current_revision(url), head_revision()

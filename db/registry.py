@@ -1,4 +1,4 @@
-"""Model versions, champions and forecasts. Every function takes a Session and never commits.
+"""Model versions and champions. Every function takes a Session and never commits.
 
 Registering a version is one transaction owned by the caller: the version row, its bytes, the
 series counter and (when promoted) the champion change commit together or not at all.
@@ -7,7 +7,7 @@ series counter and (when promoted) the champion change commit together or not at
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -15,10 +15,9 @@ from typing import Any, Literal
 from sqlalchemy import delete, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from candlecast.errors import CandlecastError
+from candlecast.core.errors import CandlecastError
 from db.queries import dialect_insert
 from db.schema import (
-    Candle,
     ChampionChange,
     Forecast,
     ModelBlob,
@@ -229,81 +228,6 @@ def model_bytes(session: Session, version: ModelVersion) -> bytes:
             f"{version.sha256[:16]}...; refusing to load a modified model"
         )
     return bytes(data)
-
-
-def save_forecasts(
-    session: Session,
-    version: ModelVersion,
-    rows: Iterable[dict[str, Any]],
-    flow_run_id: str | None = None,
-) -> int:
-    """Insert forecast rows (``as_of, target_time, horizon, predicted_close,
-    persistence_close``) of ``version``; rows already stored for the same (version, as_of,
-    horizon) are kept as they are. Returns how many were new."""
-    records = [
-        {
-            **row,
-            "version_id": version.id,
-            "exchange": version.exchange,
-            "symbol": version.symbol,
-            "timeframe": version.timeframe,
-            "flow_run_id": flow_run_id,
-            "created_at": utcnow(),
-        }
-        for row in rows
-    ]
-    if not records:
-        return 0
-    statement = (
-        dialect_insert(session, Forecast)
-        .on_conflict_do_nothing(index_elements=["version_id", "as_of", "horizon"])
-        .returning(Forecast.id)
-    )
-    return _insert_count(session, statement, records)
-
-
-def _insert_count(session: Session, statement: Any, records: list[dict[str, Any]]) -> int:
-    inserted = 0
-    for record in records:  # a handful of rows a day; RETURNING tells which were new
-        inserted += len(session.execute(statement, record).all())
-    return inserted
-
-
-def score_forecasts(session: Session, exchange: str, symbol: str, timeframe: str) -> int:
-    """Fill in the realized close and absolute percentage errors of forecasts whose target
-    candle has arrived. Returns how many forecasts were scored now.
-
-    ``ape_pct = |predicted - realized| / realized * 100`` for the model and for persistence.
-    """
-    pending = session.execute(
-        select(Forecast.id, Forecast.predicted_close, Forecast.persistence_close, Candle.close)
-        .join(
-            Candle,
-            (Candle.exchange == Forecast.exchange)
-            & (Candle.symbol == Forecast.symbol)
-            & (Candle.timeframe == Forecast.timeframe)
-            & (Candle.open_time == Forecast.target_time),
-        )
-        .where(
-            Forecast.exchange == exchange,
-            Forecast.symbol == symbol,
-            Forecast.timeframe == timeframe,
-            Forecast.realized_close.is_(None),
-        )
-    ).all()
-    now = utcnow()
-    for forecast_id, predicted, persistence, realized in pending:
-        session.execute(
-            update(Forecast)
-            .where(Forecast.id == forecast_id)
-            .values(
-                realized_close=realized,
-                model_ape_pct=abs(predicted - realized) / realized * 100.0,
-                persistence_ape_pct=abs(persistence - realized) / realized * 100.0,
-                scored_at=now,
-            )
-        )
-    return len(pending)
 
 
 def protected_version_ids(session: Session) -> set[int]:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from candlecast.settings import get_settings
+from candlecast.core.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A connection whose machine dies (power, network) sends no FIN, and PostgreSQL keeps its

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
 
-from candlecast.identifiers import check_exchange, check_symbol
-from candlecast.settings import get_settings
+from candlecast.core.identifiers import check_exchange, check_symbol
+from candlecast.core.settings import get_settings
 from db.schema import Candle, ModelVersion
 from db.session import session_factory
 

@@ -23,8 +23,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from candlecast.errors import ParseError
-from candlecast.identifiers import label, period
+from candlecast.core.errors import ParseError
+from candlecast.core.identifiers import label, period
 
 PRICE_COLUMNS = ["open", "high", "low", "close"]
 CANDLE_COLUMNS = [*PRICE_COLUMNS, "volume_base", "volume_quote", "trade_count"]

@@ -18,10 +18,10 @@ import pandas as pd
 from prefect import task
 from sqlalchemy.orm import Session, sessionmaker
 
-from candlecast.errors import IncompleteWindowError
-from candlecast.identifiers import Series
-from candlecast.settings import Settings, get_settings
-from db import registry
+from candlecast.core.errors import IncompleteWindowError
+from candlecast.core.identifiers import Series
+from candlecast.core.settings import Settings, get_settings
+from db import forecasts, registry
 from db.queries import latest_ingest_run, load_candles
 from db.schema import ModelVersion
 from db.session import session_factory
@@ -34,7 +34,7 @@ from tasks.report import publish_plots
 from tasks.runners import SYMBOL_TIMEOUT_S
 from tasks.threads import freeze_heap
 from tasks.timing import Stages
-from tasks.train import TrainedModel
+from tasks.trained import TrainedModel
 from tasks.training_slots import training_slot
 
 Sessions = sessionmaker[Session]
@@ -315,12 +315,12 @@ def _forecast_and_score(
             log.warning("%s", outcome.error)
     with sessions.begin() as session:
         if champion is not None:
-            outcome.forecasts_new = registry.save_forecasts(
+            outcome.forecasts_new = forecasts.save_forecasts(
                 session, champion, outcome.forecasts, flow_run_id=current_flow_run_id()
             )
         stages.add("forecast", time.perf_counter() - began)
         with stages("score"):
-            outcome.scored = registry.score_forecasts(session, *loaded.series)
+            outcome.scored = forecasts.score_forecasts(session, *loaded.series)
     log.info(
         "%s: %d forecasts by champion v%s (%d new), %d earlier forecasts scored",
         outcome.symbol,

@@ -16,9 +16,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 import requests
 
 from candlecast import __version__
-from candlecast.errors import FetchError, InvalidInputError
-from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
-from candlecast.urls import check_base_url, public_url
+from candlecast.core.errors import FetchError, InvalidInputError
+from candlecast.core.identifiers import check_exchange, check_symbol, check_timeframe
+from candlecast.core.urls import check_base_url, public_url
 from tasks.logs import run_logger
 
 USER_AGENT = f"candlecast/{__version__} (+https://github.com/candlecast/candlecast)"

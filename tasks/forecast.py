@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from candlecast.errors import IncompleteWindowError
-from candlecast.identifiers import period
+from candlecast.core.errors import IncompleteWindowError
+from candlecast.core.identifiers import period
 from models.presets import PRICE_COLUMNS
 from tasks.prepare import latest_window, to_price
-from tasks.train import TrainedModel
+from tasks.trained import TrainedModel
 
 MAX_BRIDGED = 2  # missing candles the newest input window may bridge (an exchange outage)
 

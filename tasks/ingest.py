@@ -14,10 +14,10 @@ from prefect import task
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from candlecast.errors import SymbolError
-from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
-from candlecast.settings import Settings, get_settings
-from candlecast.urls import public_url
+from candlecast.core.errors import SymbolError
+from candlecast.core.identifiers import check_exchange, check_symbol, check_timeframe
+from candlecast.core.settings import Settings, get_settings
+from candlecast.core.urls import public_url
 from db.locks import named_lock
 from db.queries import (
     finish_ingest_run,

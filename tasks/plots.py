@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tasks.prepare import Samples, prepare  # noqa: E402
-from tasks.train import TrainedModel, predict_prices  # noqa: E402
+from tasks.trained import TrainedModel, predict_prices  # noqa: E402
 
 DPI = 110  # 11 inches wide: 1,210 pixels
 

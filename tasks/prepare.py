@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
-from candlecast.identifiers import period
+from candlecast.core.identifiers import period
 from models.presets import VOLUME_COLUMNS, ModelConfig
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from candlecast import __version__
 from db import registry
 from db.schema import ModelVersion
-from tasks.train import TrainedModel
+from tasks.trained import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def mape_on_window(
     with its own scaler: how a champion does on a candidate's test window."""
     from tasks.evaluate import mape
     from tasks.prepare import prepare
-    from tasks.train import predict_prices
+    from tasks.trained import predict_prices
 
     if start is None:
         return None
@@ -213,7 +213,7 @@ def register(
 def forecast_rows(trained: TrainedModel, frame: pd.DataFrame, horizon: int) -> list[dict[str, Any]]:
     """The next ``horizon`` closes after the newest candle of ``frame``, with persistence
     (the newest close) and the number of bridged input candles beside each, as rows for
-    ``db.registry.save_forecasts``."""
+    ``db.forecasts.save_forecasts``."""
     from tasks.forecast import forecast
 
     predicted = forecast(trained, frame, horizon)

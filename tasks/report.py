@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from candlecast.settings import get_settings
+from candlecast.core.settings import get_settings
 from tasks.logs import current_flow_run_id, run_logger
 
 if TYPE_CHECKING:

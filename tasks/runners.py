@@ -105,7 +105,7 @@ def fan_out(
     Prefect cannot interrupt (it would warn so on every symbol), so there the task goes
     without one and this flow stops waiting at the deadline, reporting the symbol failed.
     """
-    from candlecast.settings import get_settings
+    from candlecast.core.settings import get_settings
     from tasks.logs import run_logger
 
     address = get_settings().dask_address

@@ -5,10 +5,7 @@ TensorFlow is imported on first use (models.lstm), so importing this module stay
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -16,92 +13,14 @@ import pandas as pd
 
 from models.presets import ModelConfig
 from tasks.evaluate import evaluate, mape
-from tasks.prepare import Prepared, Samples, ScalerParams, prepare, to_price
+from tasks.prepare import Prepared, Samples, prepare, to_price
 from tasks.timing import Stages
+from tasks.trained import Kind, TrainedModel, prices_from, val_ratio_of
 
-Kind = Literal["retrain", "fine_tune"]
 Policy = Literal["auto", "fine_tune", "retrain"]
 # a fine-tune of at most this many batches per epoch runs them as direct eager steps: graph
 # tracing (about a second) and fit()'s set-up would cost more than the steps themselves
 EAGER_MAX_BATCHES = 8
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A trained network with everything needed to use, judge and reproduce it.
-
-    model_bytes: the Keras `.keras` file; scaler, config, timeframe: how inputs were made;
-    history: per-epoch loss/val_loss/price_mape/val_price_mape; metrics: {"val": ..., "test":
-    ...} from `tasks.evaluate.evaluate` (None for an empty part); data_range: first/last
-    candle and split boundaries (ISO UTC); kind: retrain or fine_tune; fine_tunes_since_retrain
-    and retrain_val_ratio: the `auto` policy's memory.
-    """
-
-    model_bytes: bytes = field(repr=False)
-    config: ModelConfig
-    scaler: ScalerParams
-    timeframe: str
-    history: dict[str, list[float]]
-    metrics: dict[str, Any]
-    data_range: dict[str, Any]
-    kind: Kind = "retrain"
-    train_seconds: float = 0.0
-    fine_tunes_since_retrain: int = 0
-    retrain_val_ratio: float | None = None
-
-    @cached_property
-    def keras_model(self) -> Any:
-        """The network, loaded once from `model_bytes` (safe mode)."""
-        from models import lstm
-
-        return lstm.from_bytes(self.model_bytes)
-
-    def metadata(self) -> dict[str, Any]:
-        """Everything but the model bytes, JSON-able (stored beside the `.keras` file)."""
-        return {
-            "config": self.config.to_dict(),
-            "scaler": self.scaler.to_dict(),
-            "timeframe": self.timeframe,
-            "history": self.history,
-            "metrics": self.metrics,
-            "data_range": self.data_range,
-            "kind": self.kind,
-            "train_seconds": self.train_seconds,
-            "fine_tunes_since_retrain": self.fine_tunes_since_retrain,
-            "retrain_val_ratio": self.retrain_val_ratio,
-        }
-
-    def metadata_json(self) -> str:
-        return json.dumps(self.metadata(), sort_keys=True)
-
-    @classmethod
-    def from_parts(cls, model_bytes: bytes, metadata: dict[str, Any] | str) -> TrainedModel:
-        """Inverse of (`model_bytes`, `metadata()`/`metadata_json()`)."""
-        meta = json.loads(metadata) if isinstance(metadata, str) else dict(metadata)
-        meta["config"] = ModelConfig.from_dict(meta["config"])
-        meta["scaler"] = ScalerParams.from_dict(meta["scaler"])
-        return cls(model_bytes=model_bytes, **meta)
-
-    @property
-    def val_ratio(self) -> float | None:
-        """Validation MAPE / persistence MAPE on the same rows (1 - skill); None without val."""
-        return _val_ratio(self.metrics)
-
-
-def _val_ratio(metrics: dict[str, Any]) -> float | None:
-    val = metrics.get("val")
-    return None if val is None else val["mape"] / val["persistence_mape"]
-
-
-def predict_prices(trained: TrainedModel, samples: Samples) -> np.ndarray:
-    """The model's predicted closes (price units) for prepared samples."""
-    return _predict_prices(trained.keras_model, samples, trained.scaler, trained.config)
-
-
-def _predict_prices(model: Any, samples: Samples, scaler: ScalerParams, config: ModelConfig):
-    from models import lstm
-
-    return to_price(lstm.predict(model, samples.x), samples.base_close, scaler, config)
 
 
 def _evaluate_part(model: Any, samples: Samples, prepared: Prepared, config: ModelConfig):
@@ -120,7 +39,7 @@ def _price_mape_hook(model: Any, prepared: Prepared, config: ModelConfig):
     def hook(epoch: int, logs: dict[str, Any]) -> None:
         for key, part in (("price_mape", prepared.train), ("val_price_mape", prepared.val)):
             if len(part):
-                predicted = _predict_prices(model, part, prepared.scaler, config)
+                predicted = prices_from(model, part, prepared.scaler, config)
                 logs[key] = mape(part.actual_close, predicted)
 
     return hook
@@ -205,7 +124,7 @@ def _result(
         "test": _evaluate_part(model, prepared.test, prepared, config),
     }
     if previous is None:
-        ratio = _val_ratio(metrics)
+        ratio = val_ratio_of(metrics)
         lineage = {"kind": "retrain", "fine_tunes_since_retrain": 0, "retrain_val_ratio": ratio}
     else:
         lineage = {

@@ -18,8 +18,8 @@ from operator import attrgetter
 
 import pandas as pd
 
-from candlecast.errors import ValidationError
-from candlecast.identifiers import label, period
+from candlecast.core.errors import ValidationError
+from candlecast.core.identifiers import label, period
 from tasks.cdd import LISTED, PRICE_COLUMNS, BadRow, ParsedCandles
 
 Warning_ = dict[str, object]

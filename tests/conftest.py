@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from candlecast.settings import Settings, get_settings
+from candlecast.core.settings import Settings, get_settings
 from db.migrate import upgrade
 from db.schema import Base
 from db.session import get_engine

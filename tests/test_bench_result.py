@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.daily_run import PAIRS, bench_symbols, renamed_pair, result_fields
-from candlecast.errors import ParseError
+from candlecast.core.errors import ParseError
 from tasks.cdd import parse_cdd_csv
 
 DATA = Path(__file__).parent / "data"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from candlecast.errors import ParseError
+from candlecast.core.errors import ParseError
 from tasks.cdd import parse_cdd_csv
 
 # (file, symbol, timeframe, rows in the file, distinct candles, first, last) from data/README.md

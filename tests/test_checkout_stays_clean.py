@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_child_process_started_in_the_checkout_writes_its_data_elsewhere() -> None:
-    code = "from candlecast.settings import get_settings; print(get_settings().reports_dir)"
+    code = "from candlecast.core.settings import get_settings; print(get_settings().reports_dir)"
     done = subprocess.run(  # noqa: S603 - this interpreter, a fixed program
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from candlecast.cli import app
-from candlecast.settings import Settings, get_settings
+from candlecast.core.settings import Settings, get_settings
 from db.schema import Forecast
 from db.session import session_factory
 

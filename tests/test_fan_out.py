@@ -20,7 +20,7 @@ import pytest
 from prefect import flow, task
 from sqlalchemy import func, select
 
-from candlecast.settings import Settings, get_settings
+from candlecast.core.settings import Settings, get_settings
 from db.locks import LockBusy, named_lock
 from db.schema import Candle, Forecast, ModelVersion
 from db.session import session_factory

@@ -9,7 +9,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from candlecast.errors import FetchError, InvalidInputError
+from candlecast.core.errors import FetchError, InvalidInputError
 from tasks.fetch import USER_AGENT, cdd_url, fetch
 from tests.rawserver import RawServer, never_answer, reset, truncated
 

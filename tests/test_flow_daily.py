@@ -12,7 +12,7 @@ from prefect.client.schemas.objects import State
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from candlecast.settings import Settings
+from candlecast.core.settings import Settings
 from db import registry
 from db.schema import Forecast, ModelVersion
 from db.session import session_factory

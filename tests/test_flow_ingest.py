@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from candlecast.settings import Settings
+from candlecast.core.settings import Settings
 from db.schema import Candle, IngestRun
 from db.session import session_factory
 from flows.ingest import ingest

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from candlecast.errors import IncompleteWindowError
-from candlecast.settings import Settings
+from candlecast.core.errors import IncompleteWindowError
+from candlecast.core.settings import Settings
 from db.schema import Forecast
 from db.session import session_factory
 from flows.daily import daily_forecast

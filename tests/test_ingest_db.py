@@ -12,8 +12,8 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.engine import make_url
 
-from candlecast.errors import FetchError, ParseError, ValidationError
-from candlecast.settings import Settings
+from candlecast.core.errors import FetchError, ParseError, ValidationError
+from candlecast.core.settings import Settings
 from db.migrate import current_revision, head_revision, upgrade
 from db.queries import load_candles
 from db.schema import Candle, IngestRun, RejectedCandle

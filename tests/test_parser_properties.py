@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from candlecast.errors import ParseError
+from candlecast.core.errors import ParseError
 from tasks.cdd import parse_cdd_csv
 
 START = datetime(2017, 8, 17, tzinfo=UTC)

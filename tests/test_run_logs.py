@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pytest_httpserver import HTTPServer
 
-from candlecast.settings import Settings
+from candlecast.core.settings import Settings
 from tasks.ingest import IngestResult, ingest_symbol
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from candlecast.errors import ValidationError
+from candlecast.core.errors import ValidationError
 from tasks.cdd import ParsedCandles, parse_cdd_csv
 from tasks.validate import MAX_BAD_ROWS, bad_row_limit, quarantine, validate_candles
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from candlecast.errors import ParseError, ValidationError
-from candlecast.settings import Settings
+from candlecast.core.errors import ParseError, ValidationError
+from candlecast.core.settings import Settings
 from db.schema import Candle, IngestRun, RejectedCandle
 from db.session import session_factory
 from tasks.ingest import IngestResult, ingest_symbol

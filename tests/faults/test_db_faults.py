@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from candlecast.settings import Settings
+from candlecast.core.settings import Settings
 from db import registry
 from db.schema import Candle, IngestRun, ModelBlob, ModelSeries, ModelVersion
 from db.session import (

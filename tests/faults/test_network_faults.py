@@ -11,8 +11,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from sqlalchemy import func, select
 
-from candlecast.errors import FetchError, ParseError
-from candlecast.settings import Settings
+from candlecast.core.errors import FetchError, ParseError
+from candlecast.core.settings import Settings
 from db.schema import Candle, IngestRun
 from db.session import session_factory
 from tasks.ingest import ingest_symbol

@@ -31,9 +31,9 @@ CHILD = """
 import os, sys, threading, pathlib
 os.environ["CANDLECAST_DATABASE_URL"], os.environ["CANDLECAST_CDD_BASE_URL"] = sys.argv[1:3]
 marker, where = pathlib.Path(sys.argv[3]), sys.argv[4]
-import db.registry, tasks.train
+import db.forecasts, tasks.train
 module, name = {"training": (tasks.train, "update_model"),
-                "forecasts": (db.registry, "save_forecasts")}[where]
+                "forecasts": (db.forecasts, "save_forecasts")}[where]
 original = getattr(module, name)
 def hang(*args, **kwargs):
     if where == "forecasts":

@@ -13,7 +13,8 @@ from models import lstm, training
 from models.presets import preset
 from tasks.forecast import forecast
 from tasks.prepare import latest_window, prepare, to_price
-from tasks.train import TrainedModel, decide, fine_tune, train_model, update_model
+from tasks.train import decide, fine_tune, train_model, update_model
+from tasks.trained import TrainedModel
 from tests.modelling.conftest import make_candles, wavy_closes
 
 TINY = preset("tiny")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select, update
 
-from db import registry
+from db import forecasts, registry
 from db.queries import upsert_candles
 from db.schema import Forecast, ModelBlob, ModelVersion
 from db.session import session_factory
@@ -192,7 +192,7 @@ def test_prune_keeps_champions_former_champions_and_forecast_sources(db_url: str
     v4 = add(db_url, new(), True, T0 + timedelta(days=1))  # champion
     v5 = add(db_url, new(), False, T0)  # newest, kept by --keep 1
     with session_factory(db_url).begin() as session:
-        registry.save_forecasts(session, v2, [_row(T0, 1, 100.0, 99.0)])
+        forecasts.save_forecasts(session, v2, [_row(T0, 1, 100.0, 99.0)])
     with session_factory(db_url).begin() as session:
         pruned = registry.prune(session, keep=1)
     assert [p.version for p in pruned] == [3]
@@ -240,9 +240,9 @@ def test_rerunning_a_day_adds_no_forecast_rows(db_url: str) -> None:
     version = add(db_url, new(), True, T0)
     rows = [_row(T0, h, 100.0 + h, 100.0) for h in (1, 2, 3)]
     with session_factory(db_url).begin() as session:
-        assert registry.save_forecasts(session, version, rows, flow_run_id="run-1") == 3
+        assert forecasts.save_forecasts(session, version, rows, flow_run_id="run-1") == 3
     with session_factory(db_url).begin() as session:
-        assert registry.save_forecasts(session, version, rows, flow_run_id="run-2") == 0
+        assert forecasts.save_forecasts(session, version, rows, flow_run_id="run-2") == 0
     with session_factory(db_url)() as session:
         assert session.scalar(select(func.count()).select_from(Forecast)) == 3
         assert set(session.scalars(select(Forecast.flow_run_id))) == {"run-1"}
@@ -253,11 +253,11 @@ def test_realized_accuracy_equals_hand_computed_mape(db_url: str) -> None:
     day = lambda n: T0 + timedelta(days=n)  # noqa: E731
     with session_factory(db_url).begin() as session:
         # as of day 0 (close 100): horizon 1 -> day 1, horizon 2 -> day 2
-        registry.save_forecasts(
+        forecasts.save_forecasts(
             session, version, [_row(day(0), 1, 104.0, 100.0), _row(day(0), 2, 95.0, 100.0)]
         )
         # as of day 1 (close 110): horizon 1 -> day 2
-        registry.save_forecasts(session, version, [_row(day(1), 1, 108.0, 110.0)])
+        forecasts.save_forecasts(session, version, [_row(day(1), 1, 108.0, 110.0)])
         upsert_candles(
             session,
             _candles({day(0): 100.0, day(1): 110.0}),
@@ -265,12 +265,12 @@ def test_realized_accuracy_equals_hand_computed_mape(db_url: str) -> None:
             symbol="BTCUSDT",
             timeframe="d",
         )
-        assert registry.score_forecasts(session, "Binance", "BTCUSDT", "d") == 1  # day 2 not yet
+        assert forecasts.score_forecasts(session, "Binance", "BTCUSDT", "d") == 1  # day 2 not yet
         upsert_candles(
             session, _candles({day(2): 120.0}), exchange="Binance", symbol="BTCUSDT", timeframe="d"
         )
-        assert registry.score_forecasts(session, "Binance", "BTCUSDT", "d") == 2
-        assert registry.score_forecasts(session, "Binance", "BTCUSDT", "d") == 0
+        assert forecasts.score_forecasts(session, "Binance", "BTCUSDT", "d") == 2
+        assert forecasts.score_forecasts(session, "Binance", "BTCUSDT", "d") == 0
     with session_factory(db_url)() as session:
         rows = registry.view_rows(session, "forecast_accuracy", order=("horizon", "window_days"))
         latest = registry.view_rows(session, "latest_forecasts", order=("horizon",))
@@ -292,7 +292,7 @@ def test_accuracy_windows_count_only_recent_targets(db_url: str) -> None:
     version = add(db_url, new(), True, T0)
     days = [0, 50, 80, 85, 88]  # relative to T0; the newest scored target is day 89
     with session_factory(db_url).begin() as session:
-        registry.save_forecasts(
+        forecasts.save_forecasts(
             session, version, [_row(T0 + timedelta(days=d), 1, 100.0, 100.0) for d in days]
         )
         upsert_candles(
@@ -302,7 +302,7 @@ def test_accuracy_windows_count_only_recent_targets(db_url: str) -> None:
             symbol="BTCUSDT",
             timeframe="d",
         )
-        registry.score_forecasts(session, "Binance", "BTCUSDT", "d")
+        forecasts.score_forecasts(session, "Binance", "BTCUSDT", "d")
     with session_factory(db_url)() as session:
         rows = registry.view_rows(session, "forecast_accuracy", order=("window_days",))
     # targets: days 1, 51, 81, 86, 89; last 7 days before 89: 86, 89; last 30: 81, 86, 89

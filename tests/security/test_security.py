@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from candlecast.cli import app
-from candlecast.errors import FetchError, InvalidInputError
-from candlecast.identifiers import check_exchange, check_symbol, check_timeframe
-from candlecast.settings import Settings, get_settings
-from candlecast.urls import check_base_url, public_url
+from candlecast.core.errors import FetchError, InvalidInputError
+from candlecast.core.identifiers import check_exchange, check_symbol, check_timeframe
+from candlecast.core.settings import Settings, get_settings
+from candlecast.core.urls import check_base_url, public_url
 from models import lstm
 from tasks.fetch import cdd_url, fetch
 

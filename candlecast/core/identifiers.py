@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from candlecast.errors import InvalidInputError
+from candlecast.core.errors import InvalidInputError
 
 EXCHANGE_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9]{1,31}")
 SYMBOL_RE: Final = re.compile(r"[A-Z0-9]{2,24}")

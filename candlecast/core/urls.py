@@ -11,7 +11,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from candlecast.errors import InvalidInputError
+from candlecast.core.errors import InvalidInputError
 
 CDD_HOSTS = frozenset({"www.cryptodatadownload.com", "cryptodatadownload.com"})
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
