@@ -298,6 +298,7 @@ def forecasts(
         "target_time",
         "predicted_close",
         "persistence_close",
+        "imputed_inputs",
     ]
     typer.echo(render(rows, columns, output, empty="no forecasts yet"))
     if output == "table":

@@ -14,7 +14,6 @@ in the frame. A missing quote volume is kept as NaN (stored as NULL), with a war
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,16 +24,21 @@ import pandas as pd
 
 from candlecast.core.errors import ParseError
 from candlecast.core.identifiers import label, period
+from tasks.cdd_layout import (
+    NULLS,
+    PRICE_COLUMNS,
+    check_symbol_column,
+    decode,
+    map_columns,
+    read_table,
+)
 
-PRICE_COLUMNS = ["open", "high", "low", "close"]
 CANDLE_COLUMNS = [*PRICE_COLUMNS, "volume_base", "volume_quote", "trade_count"]
 LISTED = 10  # periods named in a warning's message; its "periods" list is complete
 _MS_THRESHOLD = 100_000_000_000  # Unix values above this are milliseconds (after 1973 in ms)
 _MAX_SECONDS = 10_000_000_000  # a later Unix time (year 2286) is no candle's
 _MAX_COUNT = 2**53  # trade counts beyond this do not survive float64 exactly
 _AM_PM = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{1,2})-(AM|PM)$", re.IGNORECASE)
-_NULLS = {"", "NULL", "null", "NaN", "nan", "None"}
-_KEY_COLUMNS = {"unix": "unix", "unix timestamp": "unix", "date": "date", "symbol": "symbol"}
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,10 @@ def parse_cdd_csv(content: bytes, *, symbol: str, timeframe: str) -> ParsedCandl
         rows with another number of fields than the header, missing columns, another symbol,
         or no readable candle row at all.
     """
-    raw = _read_table(_decode(content, symbol), symbol)
-    columns = _map_columns(raw.columns, symbol)
+    raw = read_table(decode(content, symbol), symbol)
+    columns = map_columns(raw.columns, symbol)
     table = raw.rename(columns=columns)[list(columns.values())]
-    _check_symbol_column(table, symbol)
+    check_symbol_column(table, symbol)
     warnings: list[dict[str, object]] = []
     reasons = pd.Series("", index=table.index, dtype=object)
     open_time, newer_format = _open_times(table, timeframe, reasons, warnings)
@@ -122,117 +126,6 @@ def parse_cdd_csv(content: bytes, *, symbol: str, timeframe: str) -> ParsedCandl
     return ParsedCandles(frame, len(table), repeats, warnings, bad_rows, raw, sources)
 
 
-def _decode(content: bytes, symbol: str) -> str:
-    if not content or not content.strip():
-        raise ParseError(symbol, "empty body: no CSV received")
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ParseError(symbol, f"body is not UTF-8 text (byte {exc.start})") from None
-    head = text.lstrip()[:512].lower()
-    if head.startswith("<") or "<html" in head or "<!doctype" in head:
-        raise ParseError(symbol, "received an HTML page, not a CDD CSV file")
-    return text
-
-
-def _read_table(text: str, symbol: str) -> pd.DataFrame:
-    lines = text.splitlines()
-    header = next(
-        (i for i, line in enumerate(lines[:5]) if _looks_like_header(line)),
-        None,
-    )
-    if header is None:
-        raise ParseError(symbol, "no CDD header line (unix,date,symbol,open,...) found")
-    body = [line for line in lines[header + 1 :] if line.strip()]
-    if not body:
-        raise ParseError(symbol, "the CSV has a header but no candle rows")
-    _check_complete(lines[header], body, symbol)
-    try:
-        table = pd.read_csv(
-            io.StringIO("\n".join([lines[header], *body])),
-            dtype=str,
-            keep_default_na=False,
-            skipinitialspace=True,
-        )
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise ParseError(symbol, f"malformed CSV: {str(exc).strip()}") from None
-    if len(table) != len(body):
-        raise ParseError(symbol, "malformed CSV: quoted fields span lines")
-    return table
-
-
-def _check_complete(header: str, body: list[str], symbol: str) -> None:
-    """Refuse rows with another number of fields than the header, and a last row ending in an
-    empty field: what a download or copy cut off mid-row leaves."""
-    expected = header.count(",")
-    counts = np.fromiter((line.count(",") for line in body), dtype=np.int64, count=len(body))
-    wrong = np.flatnonzero(counts != expected)
-    if wrong.size:
-        row = int(wrong[0])
-        cut = " (incomplete row: truncated file?)" if counts[row] < expected else ""
-        raise ParseError(
-            symbol, f"row {row + 1} has {counts[row] + 1} fields, the header {expected + 1}{cut}"
-        )
-    if not body[-1].rsplit(",", 1)[-1].strip():
-        raise ParseError(
-            symbol, f"row {len(body)}: the last row ends in an empty field (truncated file?)"
-        )
-
-
-def _looks_like_header(line: str) -> bool:
-    fields = {f.strip().lower() for f in line.split(",")}
-    return "open" in fields and bool(fields & {"unix", "date"})
-
-
-def _map_columns(columns: pd.Index, symbol: str) -> dict[str, str]:
-    """Map the file's column names to ours; volumes by currency name, never by position."""
-    by_lower = {str(c).strip().lower(): str(c) for c in columns}
-    mapping: dict[str, str] = {}
-    for theirs, ours in _KEY_COLUMNS.items():
-        if theirs in by_lower and ours not in mapping.values():
-            mapping[by_lower[theirs]] = ours
-    missing = [name for name in PRICE_COLUMNS if name not in by_lower]
-    if missing or not ({"unix", "date"} & set(mapping.values())):
-        raise ParseError(symbol, f"missing columns: {', '.join(missing or ['unix/date'])}")
-    mapping.update({by_lower[name]: name for name in PRICE_COLUMNS})
-    for key in ("tradecount", "trade_count"):
-        if key in by_lower:
-            mapping[by_lower[key]] = "trade_count"
-    mapping.update(_volume_columns(by_lower, symbol))
-    return mapping
-
-
-def _volume_columns(by_lower: dict[str, str], symbol: str) -> dict[str, str]:
-    volumes = {
-        k.removeprefix("volume").strip(" _").upper(): v
-        for k, v in by_lower.items()
-        if k.startswith("volume") and k != "volume"
-    }
-    if not volumes and "volume" in by_lower:  # one Volume column: the base volume, no quote
-        return {by_lower["volume"]: "volume_base"}
-    quote = [cur for cur in volumes if cur and symbol.endswith(cur) and cur != symbol]
-    base = [cur for cur in volumes if cur and symbol.startswith(cur) and cur != symbol]
-    if len(volumes) != 2 or len(base) != 1 or len(quote) != 1 or base == quote:
-        found = ", ".join(sorted(by_lower[k] for k in by_lower if k.startswith("volume"))) or "none"
-        raise ParseError(
-            symbol,
-            f"missing columns: need base and quote volume named after {symbol}'s currencies "
-            f"(e.g. 'Volume BTC', 'Volume USDT') or one 'Volume' column; found {found}",
-        )
-    return {volumes[base[0]]: "volume_base", volumes[quote[0]]: "volume_quote"}
-
-
-def _check_symbol_column(table: pd.DataFrame, symbol: str) -> None:
-    if "symbol" not in table:
-        return
-    uniques = pd.Series(table["symbol"].unique())  # a handful of spellings, not every row
-    uniques = uniques[~uniques.str.strip().isin(_NULLS)]  # an empty cell names no other pair
-    found = set(uniques.str.replace(r"[/\-_ ]", "", regex=True).str.upper())
-    if found - {symbol}:
-        shown = ", ".join(sorted(found)[:3])
-        raise ParseError(symbol, f"the file holds {shown}, not {symbol}")
-
-
 def _open_times(
     table: pd.DataFrame, timeframe: str, reasons: pd.Series, warnings: list[dict[str, object]]
 ) -> tuple[pd.Series, pd.Series]:
@@ -244,7 +137,7 @@ def _open_times(
         if dates is not None:
             _warn_on_disagreement(open_time, dates, warnings)
     else:
-        assert dates is not None  # noqa: S101 - _map_columns guarantees one of the two
+        assert dates is not None  # noqa: S101 - map_columns guarantees one of the two
         open_time, newer = dates, table["date"].str.contains(":", regex=False)
     step = pd.Timedelta(period(timeframe))
     misaligned = (open_time.notna() & (open_time != open_time.dt.floor(step))).to_numpy()
@@ -315,7 +208,7 @@ def _numbers(
         values[retry] = pd.to_numeric(text[retry].str.strip(), errors="coerce")
     unusable = ~np.isfinite(values.to_numpy())
     if nullable:
-        unusable[unusable] = ~text[unusable].str.strip().isin(_NULLS).to_numpy()
+        unusable[unusable] = ~text[unusable].str.strip().isin(NULLS).to_numpy()
     _flag(reasons, unusable, lambda i: _unreadable(text.iat[i], name))
     return values.where(np.isfinite(values))
 
@@ -328,7 +221,7 @@ def _trade_counts(text: pd.Series | None, reasons: pd.Series) -> pd.Series:
 
 
 def _unreadable(value: object, column: str) -> str:
-    if str(value).strip() in _NULLS:
+    if str(value).strip() in NULLS:
         return f"missing value in column {column!r}"
     return f"unparseable value {value!r} in column {column!r}"
 

@@ -20,7 +20,8 @@ import pandas as pd
 
 from candlecast.core.errors import ValidationError
 from candlecast.core.identifiers import label, period
-from tasks.cdd import LISTED, PRICE_COLUMNS, BadRow, ParsedCandles
+from tasks.cdd import LISTED, BadRow, ParsedCandles
+from tasks.cdd_layout import PRICE_COLUMNS
 
 Warning_ = dict[str, object]
 RECENT_CANDLES = 7  # the newest candle's volume is compared with the median of this many before it
