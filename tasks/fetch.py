@@ -153,7 +153,7 @@ def _read_local(url: str, symbol: str) -> Download:
         raise FetchError(symbol, f"no such file in the mirror: {path}") from None
     except OSError as exc:
         raise FetchError(symbol, f"cannot read {path}: {exc.strerror}") from None
-    return Download(path.as_uri(), content, None, hashlib.sha256(content).hexdigest())
+    return Download(path.absolute().as_uri(), content, None, hashlib.sha256(content).hexdigest())
 
 
 def _retry_after(value: str | None) -> float | None:

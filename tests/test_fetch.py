@@ -163,3 +163,15 @@ def test_local_mirror_directory_and_file_url(cdd_dir: Path, btc_bytes: bytes) ->
     assert fetch(path.as_uri(), symbol="BTCUSDT").content == btc_bytes
     with pytest.raises(FetchError, match="no such file in the mirror"):
         fetch(str(cdd_dir / "Binance_NOPE_d.csv"), symbol="NOPE")
+
+
+def test_a_relative_mirror_folder_works_as_readme_shows_it(
+    cdd_dir: Path, btc_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`CANDLECAST_CDD_BASE_URL=../shared/data/cryptodatadownload make run`: a path relative
+    to where the command runs."""
+    monkeypatch.chdir(cdd_dir.parent)
+    url = cdd_url(cdd_dir.name, "Binance", "BTCUSDT", "d")
+    download = fetch(url, symbol="BTCUSDT")
+    assert download.content == btc_bytes
+    assert download.url == (cdd_dir / "Binance_BTCUSDT_d.csv").as_uri()
