@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.queries import dialect_insert
-from db.schema import Candle, Forecast, ModelVersion, utcnow
+from db.schema import Candle, Forecast, ModelVersion, of_series, utcnow
 
 
 def save_forecasts(
@@ -67,9 +67,7 @@ def score_forecasts(session: Session, exchange: str, symbol: str, timeframe: str
             & (Candle.open_time == Forecast.target_time),
         )
         .where(
-            Forecast.exchange == exchange,
-            Forecast.symbol == symbol,
-            Forecast.timeframe == timeframe,
+            *of_series(Forecast, exchange, symbol, timeframe),
             Forecast.realized_close.is_(None),
         )
     ).all()

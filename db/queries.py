@@ -16,7 +16,7 @@ from sqlalchemy import table as sql_table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.schema import Candle, IngestRun, RejectedCandle
+from db.schema import Candle, IngestRun, RejectedCandle, of_series
 
 VALUE_COLUMNS = ["open", "high", "low", "close", "volume_base", "volume_quote", "trade_count"]
 UPSERT_CHUNK = 2000
@@ -45,7 +45,7 @@ def load_candles(
     ``trade_count``; ``start``/``end`` bound ``open_time`` inclusively when given.
     """
     query = select(Candle.open_time, *(getattr(Candle, c) for c in VALUE_COLUMNS)).where(
-        Candle.exchange == exchange, Candle.symbol == symbol, Candle.timeframe == timeframe
+        *of_series(Candle, exchange, symbol, timeframe)
     )
     if start is not None:
         query = query.where(Candle.open_time >= start)
@@ -193,9 +193,7 @@ def replace_rejected_candles(
     series = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
     session.execute(
         delete(RejectedCandle).where(
-            RejectedCandle.exchange == exchange,
-            RejectedCandle.symbol == symbol,
-            RejectedCandle.timeframe == timeframe,
+            *of_series(RejectedCandle, exchange, symbol, timeframe),
         )
     )
     if rows:
@@ -222,9 +220,7 @@ def start_ingest_run(
     session.execute(
         update(IngestRun)
         .where(
-            IngestRun.exchange == exchange,
-            IngestRun.symbol == symbol,
-            IngestRun.timeframe == timeframe,
+            *of_series(IngestRun, exchange, symbol, timeframe),
             IngestRun.status == "running",
         )
         .values(status="failed", error="abandoned: its process ended before finishing")
@@ -254,9 +250,7 @@ def latest_ingest_run(
     return session.scalars(
         select(IngestRun)
         .where(
-            IngestRun.exchange == exchange,
-            IngestRun.symbol == symbol,
-            IngestRun.timeframe == timeframe,
+            *of_series(IngestRun, exchange, symbol, timeframe),
             IngestRun.status == status,
         )
         .order_by(IngestRun.id.desc())

@@ -23,6 +23,7 @@ from db.schema import (
     ModelBlob,
     ModelSeries,
     ModelVersion,
+    of_series,
     utcnow,
 )
 
@@ -83,9 +84,7 @@ def claim_version(session: Session, exchange: str, symbol: str, timeframe: str) 
 def get_series(session: Session, exchange: str, symbol: str, timeframe: str) -> ModelSeries | None:
     return session.scalars(
         select(ModelSeries).where(
-            ModelSeries.exchange == exchange,
-            ModelSeries.symbol == symbol,
-            ModelSeries.timeframe == timeframe,
+            *of_series(ModelSeries, exchange, symbol, timeframe),
         )
     ).one_or_none()
 
@@ -96,9 +95,7 @@ def champion(session: Session, exchange: str, symbol: str, timeframe: str) -> Mo
         select(ModelVersion)
         .join(ModelSeries, ModelSeries.champion_id == ModelVersion.id)
         .where(
-            ModelSeries.exchange == exchange,
-            ModelSeries.symbol == symbol,
-            ModelSeries.timeframe == timeframe,
+            *of_series(ModelSeries, exchange, symbol, timeframe),
         )
     ).one_or_none()
 
@@ -119,9 +116,7 @@ def latest_version(
     backfill's versions come later in number but see older data.
     """
     query = select(ModelVersion).where(
-        ModelVersion.exchange == exchange,
-        ModelVersion.symbol == symbol,
-        ModelVersion.timeframe == timeframe,
+        *of_series(ModelVersion, exchange, symbol, timeframe),
     )
     if data_until is not None:
         query = query.where(ModelVersion.data_end <= data_until)
@@ -200,9 +195,7 @@ def champion_at(
         .join(ChampionChange, ChampionChange.version_id == ModelVersion.id)
         .join(ModelSeries, ModelSeries.id == ChampionChange.series_id)
         .where(
-            ModelSeries.exchange == exchange,
-            ModelSeries.symbol == symbol,
-            ModelSeries.timeframe == timeframe,
+            *of_series(ModelSeries, exchange, symbol, timeframe),
             ChampionChange.valid_from <= when,
             or_(ChampionChange.valid_to.is_(None), ChampionChange.valid_to > when),
         )

@@ -64,6 +64,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def of_series(entity: Any, exchange: str, symbol: str, timeframe: str) -> tuple[Any, ...]:
+    """The WHERE clauses that pick one series' rows of a table keyed by (exchange, symbol,
+    timeframe): ``select(Candle).where(*of_series(Candle, *series))``."""
+    return (entity.exchange == exchange, entity.symbol == symbol, entity.timeframe == timeframe)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
