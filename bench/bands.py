@@ -1,0 +1,195 @@
+"""Forecast bands of the two baselines, walked forward over the last 20% of CDD daily files.
+
+    .venv/bin/python -m bench.bands [CSV ...] [--refit-every 30] [--horizon 7]
+        [--paths 10000] [--mean zero|constant]
+
+The test part is the one `bench.forecast_quality` walks: the last round(20%) of the candles.
+Each forecast origin t is a day whose close is known, from the day before the test part (so
+the h=1 targets are exactly the test rows) to the day before the last; for h = 1..horizon it
+forecasts the close h days later, where one exists. Two bands, scored on the same (t, h):
+
+  naive  `tasks.intervals.naive_band`: persistence, log-normal with the spread of the last 365
+         daily log returns up to t, scaled by sqrt(h);
+  garch  GARCH(1,1) with Student-t innovations on 100 x daily log returns, with a zero mean
+         by default: centred on persistence like the naive band (the fitted constant drift,
+         -0.09 to +0.17% a day on the four files, is small beside daily spreads of 2.5-8%
+         and changes sign between them; `--mean constant` fits it). Refitted every
+         `--refit-every` days on every return before the refit day (arch's `last_obs`);
+         between refits the parameters stay fixed and only the variance recursion takes in
+         each new return. At h=1 the quantiles are the fitted standardized Student-t's scaled
+         to the one-day variance forecast (exact under the model). Beyond, the sum of daily
+         t's is no t: the quantiles are the empirical ones of `--paths` simulated paths (seeded),
+         or with `--paths 0` the Student-t scaled to the summed 1..h-day variance forecasts, an
+         approximation whose 80% bands at h=7 cover 1.3-4.7 points less (docs/benchmarks.md).
+
+Scores (tasks.intervals) in % of the realised close: coverage of the 80% and 95% bands, the
+95% interval (Winkler) score, and the mean pinball loss over q = 0.05, ..., 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from arch.univariate import GARCH, ConstantMean, StudentsT, ZeroMean
+
+from bench.data import DAILY_FILES, load_daily
+from candlecast.core.errors import CandlecastError
+from tasks.intervals import (
+    BAND_LEVELS,
+    BANDS,
+    PINBALL_LEVELS,
+    coverage,
+    naive_band,
+    pinball,
+    winkler,
+)
+from tasks.prepare import split_bounds
+
+TEST_FRACTION = 0.2
+LOOKBACK = 365
+METHODS = ("naive", "garch")
+MEANS = {"zero": ZeroMean, "constant": ConstantMean}
+PATHS = 10_000
+
+
+def origins(n_rows: int) -> np.ndarray:
+    """Forecast origins: from the day before the test part to the day before the last."""
+    return np.arange(split_bounds(n_rows, 0.0, TEST_FRACTION)[1] - 1, n_rows - 1)
+
+
+def naive_quantiles(closes: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
+    """[origin, h - 1, level] close quantiles of the naive band, each from closes up to t."""
+    out = np.empty((starts.size, horizon, len(BAND_LEVELS)))
+    for i, t in enumerate(starts):
+        for h in range(1, horizon + 1):
+            out[i, h - 1] = list(naive_band(closes[: t + 1], h, BAND_LEVELS, LOOKBACK).values())
+    return out
+
+
+def garch_quantiles(
+    closes: pd.Series, starts: np.ndarray, horizon: int, refit_every: int, paths: int = PATHS,
+    mean: str = "zero",
+) -> np.ndarray:  # fmt: skip
+    """[origin, h - 1, level] close quantiles of GARCH(1,1)-t bands, refitted every
+    `refit_every` origins on the returns known at the block's first; see the module docstring."""
+    returns = 100.0 * np.diff(np.log(closes.to_numpy()))  # returns[i] ends on close i + 1
+    rng = np.random.default_rng(0)  # the simulated paths, when asked for
+    out = np.empty((starts.size, horizon, len(BAND_LEVELS)))
+    for first in range(0, starts.size, refit_every):
+        block = starts[first : first + refit_every]
+        # the model holds only the returns known at the block's last origin and is fitted on
+        # those known at its first (returns[:t] end on close t); the forecasts start from the
+        # return ending on the first origin's close, one row per origin: none sees past it
+        model = MEANS[mean](
+            returns[: block[-1]], volatility=GARCH(p=1, q=1), distribution=StudentsT(seed=rng)
+        )
+        fit = model.fit(last_obs=int(block[0]), disp="off")
+        forecast = fit.forecast(
+            horizon=horizon, start=int(block[0]) - 1, reindex=False,
+            method="simulation" if paths else "analytic", simulations=max(paths, 1),
+        )  # fmt: skip
+        log_q = _log_quantiles(forecast, model.distribution.ppf, fit.params["nu"], paths)
+        out[first : first + block.size] = closes.to_numpy()[block, None, None] * np.exp(log_q)
+    return out
+
+
+def _log_quantiles(forecast, ppf, nu: float, paths: int) -> np.ndarray:
+    """[origin, h - 1, level] quantiles of the h-day log return, as a fraction: the fitted
+    Student-t scaled to the summed variance, replaced beyond h=1 by the simulated paths'
+    empirical quantiles when there are paths (at h=1 the scaled Student-t is exact)."""
+    drift = np.cumsum(forecast.mean.to_numpy(), axis=1)  # 0 with a zero mean
+    sd = np.sqrt(np.cumsum(forecast.variance.to_numpy(), axis=1))
+    log_q = drift[:, :, None] + sd[:, :, None] * ppf(list(BAND_LEVELS), [nu])
+    if paths:
+        cumulative = np.cumsum(forecast.simulations.values, axis=2)[:, :, 1:]
+        log_q[:, 1:] = np.moveaxis(np.quantile(cumulative, BAND_LEVELS, axis=1), 0, -1)
+    return log_q / 100.0
+
+
+def scores(
+    closes: np.ndarray, starts: np.ndarray, quantiles: np.ndarray, h: int
+) -> dict[str, float]:
+    """Coverage at 80% and 95%, Winkler95 and mean pinball of the h-day bands, in %."""
+    keep = starts + h < closes.size
+    actual = closes[starts[keep] + h]
+    q = {level: quantiles[keep, h - 1, j] for j, level in enumerate(BAND_LEVELS)}
+    result = {f"cov{c}_h{h}": coverage(actual, q[lo], q[hi]) for c, (lo, hi) in BANDS.items()}
+    lo, hi = BANDS[95]
+    result[f"winkler95_h{h}"] = winkler(actual, q[lo], q[hi], alpha=0.05)
+    result[f"pinball_h{h}"] = pinball(actual, {level: q[level] for level in PINBALL_LEVELS})
+    result[f"n_h{h}"] = int(keep.sum())
+    return result
+
+
+def walk(
+    frame: pd.DataFrame, horizon: int, refit_every: int, paths: int = PATHS, mean: str = "zero"
+) -> dict[str, dict]:
+    """{method: scores at every h = 1..horizon} for one file's final daily candles."""
+    steps = frame.index.to_series().diff().dropna()
+    if not (steps == pd.Timedelta(days=1)).all():
+        raise ValueError("the walk counts h days as h rows: the daily candles must have no gap")
+    closes, starts = frame["close"], origins(len(frame))
+    bands = {
+        "naive": naive_quantiles(closes.to_numpy(), starts, horizon),
+        "garch": garch_quantiles(closes, starts, horizon, refit_every, paths, mean),
+    }
+    return {
+        method: {
+            k: v for h in range(1, horizon + 1)
+            for k, v in scores(closes.to_numpy(), starts, q, h).items()
+        }
+        for method, q in bands.items()
+    }  # fmt: skip
+
+
+def table(symbol: str, result: dict[str, dict], horizon: int) -> str:
+    """One file's table: rows naive and garch, the h=1 and h=horizon coverage, h=1 scores."""
+    columns = ["cov80_h1", "cov95_h1", f"cov80_h{horizon}", f"cov95_h{horizon}"]
+    columns = list(dict.fromkeys([*columns, "winkler95_h1", "pinball_h1"]))
+    frame = pd.DataFrame({m: {c: result[m][c] for c in columns} for m in METHODS}).T
+    n = f"n: {result['naive']['n_h1']} at h=1, {result['naive'][f'n_h{horizon}']} at h={horizon}"
+    body = frame.to_string(float_format="{:.3f}".format)
+    return f"{symbol} ({n})\n{body}"
+
+
+def result_line(results: dict[str, dict[str, dict]], horizon: int) -> str:
+    keys = ["cov95_h1", "cov80_h1", "winkler95_h1", "pinball_h1"]
+    keys += [k for k in (f"cov95_h{horizon}", f"cov80_h{horizon}") if k not in keys]
+    return "RESULT " + " ".join(
+        f"{symbol}_{method}_{key}={result[method][key]:.4f}"
+        for symbol, result in results.items() for method in METHODS for key in keys
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", type=Path, default=DAILY_FILES)
+    parser.add_argument("--refit-every", type=int, default=30, help="days between GARCH fits")
+    parser.add_argument("--horizon", type=int, default=7, help="the longest horizon, in days")
+    parser.add_argument(
+        "--paths", type=int, default=PATHS,
+        help="simulated paths for GARCH's h >= 2 quantiles (0: the scaled Student-t)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mean", choices=list(MEANS), default="zero",
+        help="GARCH's mean: zero (centred on persistence) or a fitted constant drift",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.refit_every < 1 or args.horizon < 1 or args.paths < 0:
+        parser.error("--refit-every and --horizon must be >= 1, --paths >= 0")
+    results = {}
+    try:
+        for path in args.files:
+            symbol, frame = load_daily(path)
+            results[symbol] = walk(frame, args.horizon, args.refit_every, args.paths, args.mean)
+            print(table(symbol, results[symbol], args.horizon), end="\n\n", flush=True)
+    except (OSError, ValueError, CandlecastError) as exc:  # expected: one line, no traceback
+        parser.exit(2, f"bands: {exc}\n")
+    print(result_line(results, args.horizon))
+
+
+if __name__ == "__main__":
+    main()

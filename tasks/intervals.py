@@ -1,0 +1,236 @@
+"""Forecast bands and how they are scored: coverage, interval (Winkler) score, pinball loss, the
+naive band, and the Diebold-Mariano test of a point forecast against a baseline.
+
+Scores are in percent of the realised close, so files of different price levels compare. Every
+metric takes 1-D arrays of equal, non-zero length, finite, with every realised close above 0,
+and raises ValueError otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+PINBALL_LEVELS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
+"""The quantile levels the mean pinball loss averages over: 0.05, 0.10, ..., 0.95."""
+
+BANDS: dict[int, tuple[float, float]] = {80: (0.10, 0.90), 95: (0.025, 0.975)}
+"""Central bands by nominal coverage in percent: (lower, upper) quantile levels."""
+
+BAND_LEVELS: tuple[float, ...] = tuple(
+    sorted(set(PINBALL_LEVELS).union(*(set(levels) for levels in BANDS.values())))
+)
+"""Every level a forecast band carries to be scored: the pinball levels and the band edges."""
+
+MIN_RETURNS = 30
+"""The fewest daily log returns `naive_band` estimates a spread from: with 30, the sample
+standard deviation is still off by about 1 / sqrt(2 (n - 1)) = 13% by chance alone."""
+
+
+def _rows(actual: Any, *others: Any) -> tuple[np.ndarray, ...]:
+    arrays = tuple(np.asarray(a, dtype=float).reshape(-1) for a in (actual, *others))
+    if arrays[0].size == 0 or any(a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"need non-empty arrays of one length, got {[a.shape for a in arrays]}")
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise ValueError("actual values and bands must be finite")
+    if (arrays[0] <= 0).any():
+        raise ValueError("scores are in % of the realised close, which must be above 0")
+    return arrays
+
+
+def _band(actual: Any, lower: Any, upper: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y, lo, hi = _rows(actual, lower, upper)
+    if (lo > hi).any():
+        raise ValueError("a band's lower edge is above its upper edge")
+    return y, lo, hi
+
+
+def coverage(actual: Any, lower: Any, upper: Any) -> float:
+    """Share of realised values inside their band, edges included, in percent.
+
+    coverage = 100 / n * sum_i 1[l_i <= y_i <= u_i]
+
+    Parameters
+    ----------
+    actual: realised closes y_i; lower, upper: the band's edges l_i <= u_i, on the same rows.
+
+    Returns
+    -------
+    A percentage in [0, 100]; a zero-width band counts a row only when y_i equals it exactly.
+
+    Raises
+    ------
+    ValueError: the arrays are empty, of different lengths or not finite, a realised close is
+    not above 0, or a lower edge is above its upper edge.
+    """
+    y, lo, hi = _band(actual, lower, upper)
+    return float(100.0 * np.mean((lo <= y) & (y <= hi)))
+
+
+def winkler(actual: Any, lower: Any, upper: Any, alpha: float) -> float:
+    """Mean interval (Winkler) score of a central (1 - alpha) band, in % of the realised close.
+
+    IS_i = (u_i - l_i) + (2 / alpha) (l_i - y_i) 1[y_i < l_i] + (2 / alpha) (y_i - u_i) 1[y_i > u_i]
+    winkler = 100 / n * sum_i IS_i / y_i
+
+    Lower is better: a band pays its width, and a miss pays 2/alpha times its distance.
+
+    Parameters
+    ----------
+    actual: realised closes y_i; lower, upper: the band's edges l_i <= u_i, on the same rows.
+    alpha: the band's nominal miss rate, 0.05 for a 95% band.
+
+    Returns
+    -------
+    The mean score in percent; 0 only for zero-width bands that every y_i hits exactly.
+
+    Raises
+    ------
+    ValueError: alpha is not in (0, 1), or as `coverage`.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    y, lo, hi = _band(actual, lower, upper)
+    below = (2.0 / alpha) * np.clip(lo - y, 0.0, None)
+    above = (2.0 / alpha) * np.clip(y - hi, 0.0, None)
+    return float(100.0 * np.mean((hi - lo + below + above) / y))
+
+
+def pinball(actual: Any, quantiles: Mapping[float, Any]) -> float:
+    """Mean pinball (quantile) loss over rows and levels, in % of the realised close.
+
+    L_q,i = max(q (y_i - p_q,i), (q - 1) (y_i - p_q,i)) / y_i * 100
+    pinball = mean over the n rows and the k levels q of L_q,i
+
+    An under-forecast costs q per unit, an over-forecast 1 - q; at q = 0.5 it is half the
+    absolute error. Averaged over `PINBALL_LEVELS` it approximates CRPS / 2, scaled likewise.
+
+    Parameters
+    ----------
+    actual: realised closes y_i.
+    quantiles: level q in (0, 1) -> forecast quantiles p_q,i on the same rows as `actual`.
+
+    Returns
+    -------
+    The mean loss in percent; 0 only when every quantile equals its realised close.
+
+    Raises
+    ------
+    ValueError: no levels, a level outside (0, 1), or as `coverage` for each level's array.
+    """
+    if not quantiles:
+        raise ValueError("pinball needs at least one quantile level")
+    losses = []
+    for q, forecast in quantiles.items():
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"quantile levels must be in (0, 1), got {q}")
+        y, p = _rows(actual, forecast)
+        losses.append(np.maximum(q * (y - p), (q - 1.0) * (y - p)) / y)
+    return float(100.0 * np.mean(losses))
+
+
+def naive_band(
+    closes: Any, horizon: int, levels: Iterable[float], lookback: int = 365
+) -> dict[float, float]:
+    """Quantiles of the close `horizon` periods after the newest one, from persistence and the
+    spread of the recent log returns.
+
+    r_j = log(c_j / c_{j-1}), the last m = min(lookback, len(closes) - 1) of them
+    sigma = sample standard deviation of those r_j (ddof=1)
+    Q_q = c_t * exp(z_q * sigma * sqrt(horizon)), z_q the standard normal quantile
+
+    A zero-mean Gaussian on the log return, so the band is log-normal: its median is the newest
+    close (persistence), its mean slightly above it. Fewer than `lookback` returns are used as
+    they are (a young series), down to `MIN_RETURNS`.
+
+    Parameters
+    ----------
+    closes: the series' closes in time order, the newest (the forecast origin c_t) last; only
+        the last lookback + 1 are read. All must be above 0 and finite.
+    horizon: h >= 1, how many periods ahead.
+    levels: quantile levels in (0, 1).
+    lookback: the most daily log returns the spread is estimated from.
+
+    Returns
+    -------
+    {level: close quantile}, in the order of `levels`.
+
+    Raises
+    ------
+    ValueError: fewer than `MIN_RETURNS` returns, a close not above 0 or not finite, horizon
+    below 1, lookback below `MIN_RETURNS`, or a level outside (0, 1).
+    """
+    if horizon < 1 or lookback < MIN_RETURNS:
+        raise ValueError(
+            f"need horizon >= 1 and lookback >= {MIN_RETURNS}, got {horizon=}, {lookback=}"
+        )
+    c = np.asarray(closes, dtype=float).reshape(-1)[-(lookback + 1) :]
+    if c.size - 1 < MIN_RETURNS:
+        raise ValueError(f"need at least {MIN_RETURNS} returns, got {max(c.size - 1, 0)}")
+    if not (np.isfinite(c).all() and (c > 0).all()):
+        raise ValueError("closes must be finite and above 0")
+    q = np.asarray(list(levels), dtype=float)
+    if not ((q > 0) & (q < 1)).all():
+        raise ValueError(f"quantile levels must be in (0, 1), got {q.tolist()}")
+    sigma = np.diff(np.log(c)).std(ddof=1) * np.sqrt(horizon)
+    prices = c[-1] * np.exp(stats.norm.ppf(q) * sigma)
+    return {float(level): float(p) for level, p in zip(q, prices, strict=True)}
+
+
+def diebold_mariano(
+    loss_model: Any, loss_baseline: Any, horizon: int, small_sample: bool = True
+) -> tuple[float, float]:
+    """Diebold-Mariano test of equal expected loss, two-sided.
+
+    d_i = loss_model_i - loss_baseline_i, dbar = mean(d), gamma_k = 1/n sum_i (d_i - dbar)
+    (d_{i-k} - dbar); V = gamma_0 + 2 sum_{k=1}^{h-1} (1 - k/h) gamma_k (Newey-West, Bartlett
+    weights, lag h - 1: an optimal h-step forecast's errors are MA(h-1));
+    DM = dbar / sqrt(V / n).
+
+    With `small_sample` (the default), Harvey, Leybourne and Newbold's (1997) correction:
+    DM* = DM * sqrt((n + 1 - 2h + h(h-1)/n) / n), p = 2 P(T_{n-1} > |DM*|). They derived the
+    factor for the uniform-weight variance; at h = 1 the two coincide. Without it,
+    p = 2 P(Z > |DM|), the normal limit. Negative statistics favour the model.
+
+    Parameters
+    ----------
+    loss_model, loss_baseline: per-row losses of the two forecasts on the same rows (absolute
+        or squared errors, in any one unit).
+    horizon: h >= 1, the forecasts' horizon.
+    small_sample: apply the HLN correction and the t distribution.
+
+    Returns
+    -------
+    (statistic, p_value). When d is identically zero: (0.0, 1.0). When d is a non-zero
+    constant (V = 0): (+-inf, 0.0).
+
+    Raises
+    ------
+    ValueError: horizon below 1, fewer than max(2, h + 1) rows, arrays of different lengths
+    or not finite.
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    model = np.asarray(loss_model, dtype=float).reshape(-1)
+    baseline = np.asarray(loss_baseline, dtype=float).reshape(-1)
+    n = model.size
+    if model.shape != baseline.shape or n < max(2, horizon + 1):
+        raise ValueError(f"need two arrays of one length >= {max(2, horizon + 1)} rows")
+    if not (np.isfinite(model).all() and np.isfinite(baseline).all()):
+        raise ValueError("losses must be finite")
+    d = model - baseline
+    dbar = float(d.mean())
+    centred = d - dbar
+    variance = float(centred @ centred) / n
+    for k in range(1, horizon):
+        variance += 2.0 * (1.0 - k / horizon) * float(centred[k:] @ centred[:-k]) / n
+    if variance <= 0.0:
+        return (0.0, 1.0) if dbar == 0.0 else (float(np.copysign(np.inf, dbar)), 0.0)
+    statistic = dbar / np.sqrt(variance / n)
+    if not small_sample:
+        return float(statistic), float(2.0 * stats.norm.sf(abs(statistic)))
+    statistic *= np.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
+    return float(statistic), float(2.0 * stats.t.sf(abs(statistic), df=n - 1))
