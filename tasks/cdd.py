@@ -181,16 +181,16 @@ def _dates(values: pd.Series, reasons: pd.Series) -> pd.Series:
         hour_24 = int(hour) % 12 + (12 if half.upper() == "PM" else 0)
         return f"{day} {hour_24:02d}:00:00"
 
-    # Vectorized passes for the two common layouts (ISO, then "2017-08-17 05-AM"); whatever
-    # is left goes through the forgiving per-row path.
+    # Vectorized passes for the two common layouts (ISO, then "2017-08-17 05-AM"); what is
+    # left is normalised row by row and read as ISO again. Never dateutil's guessing: it
+    # reads "1..2" as a date.
     parsed = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
-    for layout in ("%Y-%m-%d %I-%p", "mixed"):
+    passes = [(str.strip, "%Y-%m-%d %I-%p"), (normalise, "ISO8601")]
+    for clean, layout in passes:
         rest = parsed.isna().to_numpy()
-        if not rest.any():
-            break
-        left = values[rest]
-        left = left.str.strip() if layout != "mixed" else left.map(normalise)
-        parsed[rest] = pd.to_datetime(left, format=layout, utc=True, errors="coerce")
+        if rest.any():
+            left = values[rest].map(clean)
+            parsed[rest] = pd.to_datetime(left, format=layout, utc=True, errors="coerce")
     _flag(reasons, parsed.isna().to_numpy(), lambda i: _unreadable(values.iat[i], "date"))
     return parsed
 
