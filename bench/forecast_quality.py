@@ -115,8 +115,8 @@ def _row(symbol, name, config, mode, every, walk: Walk) -> dict[str, object]:
     return {
         "symbol": symbol, "preset": label, "mode": mode, "every_days": every, "n": m["n"],
         "mape": m["mape"], "persistence_mape": m["persistence_mape"], "rel_mae": m["relative_mae"],
-        "skill": m["skill"], "move_pct": m["move_pct_model"], "retrains": walk.retrains,
-        "fine_tunes": walk.fine_tunes, "train_s": walk.seconds,
+        "skill": m["skill"], "skill_p": m["skill_p_value"], "move_pct": m["move_pct_model"],
+        "retrains": walk.retrains, "fine_tunes": walk.fine_tunes, "train_s": walk.seconds,
     }  # fmt: skip
 
 

@@ -206,6 +206,7 @@ def _kept(loaded: Loaded, mode: Mode) -> Update | None:
         test_mape=base.test_mape,
         persistence_mape=base.test_persistence_mape,
         skill=base.test_skill,
+        skill_p_value=(base.metrics.get("test") or {}).get("skill_p_value"),
     )
     return Update(outcome, loaded.previous, base)
 
@@ -252,6 +253,7 @@ def _train_and_register(
         test_mape=test.get("mape"),
         persistence_mape=test.get("persistence_mape"),
         skill=test.get("skill"),
+        skill_p_value=test.get("skill_p_value"),
         train_seconds=trained.train_seconds,
     )
     return Update(outcome, trained, version, new=True)

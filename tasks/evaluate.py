@@ -14,6 +14,8 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
+from tasks.intervals import diebold_mariano
+
 
 def _arrays(actual: Any, predicted: Any) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(actual, dtype=float).reshape(-1)
@@ -95,6 +97,26 @@ def standardized_mape_lecture(z_actual: Any, z_predicted: Any) -> float:
     return float(100.0 * mean_absolute_percentage_error(a, p))
 
 
+def skill_significance(actual: Any, predicted: Any, persistence: Any) -> dict[str, float | None]:
+    """How far the skill is from chance: the Diebold-Mariano test of the model's absolute
+    percentage errors against persistence's on the same rows (one step ahead, HAC variance,
+    Harvey-Leybourne-Newbold correction; :func:`tasks.intervals.diebold_mariano`).
+
+    Returns
+    -------
+    ``skill_p_value``: two-sided p of equal expected error, 1 for identical errors, None for
+    fewer than 2 rows; ``dm_statistic``: negative where the model's errors are smaller, None
+    where it is not finite (errors that differ by a constant) or undefined.
+    """
+    a, p = _arrays(actual, predicted)
+    _, base = _arrays(actual, persistence)
+    if a.size < 2:
+        return {"skill_p_value": None, "dm_statistic": None}
+    statistic, p_value = diebold_mariano(np.abs(p - a) / a, np.abs(base - a) / a, horizon=1)
+    finite = bool(np.isfinite(statistic))
+    return {"skill_p_value": float(p_value), "dm_statistic": float(statistic) if finite else None}
+
+
 def evaluate(
     actual: Any,
     predicted: Any,
@@ -114,7 +136,8 @@ def evaluate(
     Returns
     -------
     n, mape, mae, rmse, persistence_mape, persistence_mae, persistence_rmse, relative_mae, skill,
-    move_pct_model, move_pct_actual and, when given, mape_standardized_lecture.
+    skill_p_value, dm_statistic (:func:`skill_significance`), move_pct_model, move_pct_actual
+    and, when given, mape_standardized_lecture.
     """
     model_mape = mape(actual, predicted)
     persistence_mape = mape(actual, persistence)
@@ -128,6 +151,7 @@ def evaluate(
         "persistence_rmse": rmse(actual, persistence),
         "relative_mae": relative_mae(actual, predicted, persistence),
         "skill": skill(model_mape, persistence_mape),
+        **skill_significance(actual, predicted, persistence),
         "move_pct_model": mean_move_pct(persistence, predicted),
         "move_pct_actual": mean_move_pct(persistence, actual),
     }

@@ -27,6 +27,7 @@ class SymbolOutcome:
     test_mape: float | None = None
     persistence_mape: float | None = None
     skill: float | None = None
+    skill_p_value: float | None = None  # Diebold-Mariano against persistence on the test part
     train_seconds: float = 0.0
     forecasts: list[dict[str, Any]] = field(default_factory=list)
     forecasts_new: int = 0

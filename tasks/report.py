@@ -54,6 +54,7 @@ def summary_markdown(outcomes: list[SymbolOutcome], failures: dict[str, str]) ->
             "",
             f"Decision: {o.decision}",
             "",
+            f"- skill against persistence: {_significance(o)}",
             f"- candles: {ingested}",
             f"- forecasts: {len(o.forecasts)} ({o.forecasts_new} new), {o.scored} scored",
         ]
@@ -64,6 +65,15 @@ def summary_markdown(outcomes: list[SymbolOutcome], failures: dict[str, str]) ->
         if symbol not in done:
             lines += ["", f"## {symbol}", "", f"Failed: {cause}"]
     return "\n".join(lines) + "\n"
+
+
+def _significance(o: SymbolOutcome) -> str:
+    """The skill next to its Diebold-Mariano p-value, so that a small one reads as chance."""
+    if o.skill is None:
+        return "n/a"
+    if o.skill_p_value is None:
+        return f"{o.skill:+.4f}"
+    return f"{o.skill:+.4f} (Diebold-Mariano p = {o.skill_p_value:.2f})"
 
 
 def price_decimals(price: float) -> int:

@@ -62,6 +62,9 @@ def test_the_summary_table_is_narrow_and_the_rest_follows_per_symbol() -> None:
     assert header.count("|") == 9  # eight columns
     assert all(len(cell.strip()) <= 12 for row in rows for cell in row.strip("|").split("|"))
     assert "- candles: 1 new, 0 updated" in text
+    assert "- skill against persistence: +0.0368\n" in text  # no p-value stored (older version)
+    tested = summary_markdown([outcome(113100.01, 113123.4, skill_p_value=0.6182)], {})
+    assert "- skill against persistence: +0.0368 (Diebold-Mariano p = 0.62)" in tested
     assert "- forecasts: 1 (0 new), 0 scored" in text
     assert "## ETHUSDT\n\nFailed: ETHUSDT: HTTP 404" in text
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from models.presets import preset
@@ -15,6 +16,7 @@ from tasks.evaluate import (
     relative_mae,
     rmse,
     skill,
+    skill_significance,
     standardized_mape_lecture,
 )
 from tasks.prepare import prepare
@@ -53,7 +55,24 @@ def test_evaluate_reports_model_next_to_persistence():
     assert metrics["skill"] == pytest.approx(0.0)
     assert metrics["mape_standardized_lecture"] == pytest.approx(50.0)
     assert metrics["n"] == 2
+    assert (metrics["skill_p_value"], metrics["dm_statistic"]) == (1.0, 0.0)  # the same errors
     assert standardized_mape_lecture([0.5], [1.0]) == pytest.approx(100.0)
+
+
+def test_a_skill_comes_with_how_far_it_is_from_chance():
+    rng = np.random.default_rng(3)
+    actual = 100.0 + rng.normal(0, 1, 200)
+    noise = rng.normal(0, 1, 200)
+    better = skill_significance(actual, actual + 0.1 * noise, actual + noise)
+    assert better["skill_p_value"] < 1e-6 and better["dm_statistic"] < 0
+    alike = skill_significance(actual, actual + noise, actual - noise[::-1])
+    assert alike["skill_p_value"] > 0.05
+    assert skill_significance([100.0], [101.0], [99.0]) == {
+        "skill_p_value": None,
+        "dm_statistic": None,
+    }
+    constant = skill_significance([100.0, 200.0], [101.0, 202.0], [100.0, 200.0])
+    assert constant == {"skill_p_value": 0.0, "dm_statistic": None}  # errors 1% apart, always
 
 
 def test_persistence_on_btcusdt_last_fifth_is_1_81_percent(cdd_dir):
