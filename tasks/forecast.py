@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from candlecast.core.errors import IncompleteWindowError
-from candlecast.core.identifiers import period
+from candlecast.core.identifiers import label, period
 from models.presets import PRICE_COLUMNS
 from tasks.prepare import latest_window, to_price
 from tasks.trained import TrainedModel
@@ -50,8 +50,7 @@ def input_window(frame: pd.DataFrame, rows: int, timeframe: str) -> tuple[pd.Dat
         start = lead.index[0] + step if len(lead) else expected[0]
         gap = pd.date_range(start, expected[0] - step, freq=step).append(missing)
     if len(gap) > MAX_BRIDGED or (lead.empty and gap[0] == expected[0]):
-        fmt = "%Y-%m-%d" if timeframe == "d" else "%Y-%m-%d %H:%M"
-        raise IncompleteWindowError(gap[0].strftime(fmt), gap[-1].strftime(fmt))
+        raise IncompleteWindowError(label(gap[0], timeframe), label(gap[-1], timeframe))
     return _bridged(pd.concat([lead, window]), missing).iloc[len(lead) :], len(missing)
 
 

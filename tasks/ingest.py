@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from candlecast.core.errors import SymbolError
-from candlecast.core.identifiers import check_exchange, check_symbol, check_timeframe
+from candlecast.core.identifiers import Series, label
 from candlecast.core.settings import Settings, get_settings
 from candlecast.core.urls import public_url
 from db.locks import named_lock
@@ -54,8 +54,8 @@ class IngestResult:
     quarantined: int = 0  # bad rows left out of the candles, kept in rejected_candles
 
     def line(self) -> str:
-        fmt = "%Y-%m-%d" if self.timeframe == "d" else "%Y-%m-%d %H:%M"
-        span = f"{self.first:{fmt}}..{self.last:{fmt}}" if self.first and self.last else "empty"
+        first, last, timeframe = self.first, self.last, self.timeframe
+        span = f"{label(first, timeframe)}..{label(last, timeframe)}" if first and last else "empty"
         notes = "; ".join(str(w["message"]) for w in self.warnings if w["kind"] != "missing")
         return (
             f"{self.exchange} {self.symbol} {self.timeframe}: {self.rows_parsed} rows parsed, "
@@ -87,11 +87,7 @@ def ingest_symbol(
     (``db.locks.named_lock``), then finds its candles stored and writes nothing new.
     """
     settings = settings or get_settings()
-    symbol, exchange, timeframe = (
-        check_symbol(symbol),
-        check_exchange(exchange),
-        check_timeframe(timeframe),
-    )
+    exchange, symbol, timeframe = Series.checked(exchange, symbol, timeframe)
     log = run_logger()
     url = settings.sqlalchemy_url()
 
