@@ -42,7 +42,7 @@ from tasks.intervals import (
     BANDS,
     PINBALL_LEVELS,
     coverage,
-    naive_band,
+    naive_quantiles,
     pinball,
     winkler,
 )
@@ -58,15 +58,6 @@ PATHS = 10_000
 def origins(n_rows: int) -> np.ndarray:
     """Forecast origins: from the day before the test part to the day before the last."""
     return np.arange(split_bounds(n_rows, 0.0, TEST_FRACTION)[1] - 1, n_rows - 1)
-
-
-def naive_quantiles(closes: np.ndarray, starts: np.ndarray, horizon: int) -> np.ndarray:
-    """[origin, h - 1, level] close quantiles of the naive band, each from closes up to t."""
-    out = np.empty((starts.size, horizon, len(BAND_LEVELS)))
-    for i, t in enumerate(starts):
-        for h in range(1, horizon + 1):
-            out[i, h - 1] = list(naive_band(closes[: t + 1], h, BAND_LEVELS, LOOKBACK).values())
-    return out
 
 
 def garch_quantiles(

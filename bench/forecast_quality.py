@@ -20,16 +20,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench.bands import garch_quantiles
 from bench.data import DAILY_FILES, load_daily
 from candlecast.core.errors import CandlecastError
 from models.presets import ModelConfig, preset
+from tasks.bands import band_samples
 from tasks.evaluate import evaluate
+from tasks.forecast import raw_windows, recursive_closes
+from tasks.intervals import band_scores, naive_quantiles
 from tasks.prepare import split_bounds, windows
 from tasks.train import update_model
 from tasks.trained import TrainedModel, predict_prices
@@ -45,19 +49,57 @@ class Walk:
     seconds: float = 0.0
     retrains: int = 0
     fine_tunes: int = 0
+    origins: list[np.ndarray] = field(default_factory=list)
+    quantiles: list[np.ndarray] = field(default_factory=list)
 
     def add(self, trained: TrainedModel, frame: pd.DataFrame, start: int, stop: int) -> None:
-        """Predict the targets at rows [start, stop) with `trained`'s fixed weights."""
+        """Predict the targets at rows [start, stop) with `trained`'s fixed weights, and the
+        bands from the origins start - 1 .. stop - 2, 1..H days ahead."""
         samples = windows(frame, trained.config, trained.scaler, trained.timeframe)
         subset = samples.select(samples.target_time.isin(frame.index[start:stop]))
         self.actual.append(subset.actual_close)
         self.persistence.append(subset.base_close)
         self.predicted.append(predict_prices(trained, subset))
+        bands = trained.bands
+        if bands is None:
+            return
+        config = trained.config
+        inputs = band_samples(frame, config, bands.scaler, bands.return_scale, "d")
+        wanted = inputs.select((inputs.origin >= start - 1) & (inputs.origin < stop - 1))
+        raw, origins = raw_windows(frame, config, wanted.origin, "d")
+        centre = recursive_closes(trained.keras_model, trained.scaler, config, raw, bands.horizon)
+        x = wanted.select(np.isin(wanted.origin, origins)).x
+        self.origins.append(origins)
+        self.quantiles.append(bands.quantiles(x, centre))
 
     def metrics(self) -> dict[str, float | int]:
         return evaluate(
             *(np.concatenate(v) for v in (self.actual, self.predicted, self.persistence))
         )
+
+    def band_origins(self) -> np.ndarray:
+        return np.concatenate(self.origins) if self.origins else np.empty(0, np.int64)
+
+
+def realised(closes: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+    """(origin, h - 1) the close h days after each origin; NaN past the last candle."""
+    rows = origins[:, None] + np.arange(1, horizon + 1)[None, :]
+    return np.where(rows < closes.size, closes[np.minimum(rows, closes.size - 1)], np.nan)
+
+
+def band_table(frame: pd.DataFrame, walk: Walk, refit_every: int) -> dict[str, dict]:
+    """{band: band_scores} for the walk's bands, the naive band and GARCH(1,1)-t, on the same
+    origins (bench/bands.py builds the baselines)."""
+    closes, origins = frame["close"].to_numpy(), walk.band_origins()
+    horizon = walk.quantiles[0].shape[1]
+    actual = realised(closes, origins, horizon)
+    return {
+        "model": band_scores(actual, np.concatenate(walk.quantiles)),
+        "naive": band_scores(actual, naive_quantiles(closes, origins, horizon)),
+        "garch": band_scores(
+            actual, garch_quantiles(frame["close"], origins, horizon, refit_every)
+        ),
+    }
 
 
 def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int) -> Walk:
@@ -106,7 +148,38 @@ def run(
                 walk = walk_forward(frame, config, run_mode, run_every)
                 rows.append(_row(symbol, name, config, run_mode, run_every, walk))
                 print(_format([rows[-1]], header=len(rows) == 1), flush=True)
+                if walk.quantiles:
+                    rows[-1]["bands"] = band_table(frame, walk, every)
+                    print(_band_format(rows[-1]), flush=True)
     return rows
+
+
+BAND_KEYS = ("cov80", "cov95", "winkler95", "pinball")
+
+
+def _band_format(row: dict[str, object]) -> str:
+    """One walk's bands beside the baselines' at h = 1 and the longest horizon, in %."""
+    table = {}
+    for band, scores in row["bands"].items():
+        last = len(scores["n"])
+        for h in sorted({1, last}):
+            table[(band, h)] = {key: scores[key][h - 1] for key in ("n", *BAND_KEYS)}
+    frame = pd.DataFrame(table).T.rename_axis(["band", "h"])
+    title = f"{row['symbol']} {row['preset']} {row['mode']}: bands, % of the realised close"
+    return f"{title}\n{frame.to_string(float_format='{:.3f}'.format)}\n"
+
+
+def _band_results(row: dict[str, object]) -> list[str]:
+    """RESULT items of one walk's bands: {SYM}_{preset}_{metric}_h{h} for the served path
+    (`auto`, else retrain: {SYM}_{preset}_retrain_...), and {SYM}_naive_/_garch_ beside."""
+    symbol, name = row["symbol"], str(row["preset"]).split()[0]
+    prefix = {"model": f"{symbol}_{name}" + ("" if row["mode"] == "auto" else "_retrain")}
+    prefix |= {band: f"{symbol}_{band}" for band in ("naive", "garch")}
+    items = []
+    for band, scores in row["bands"].items():
+        for h in sorted({1, len(scores["n"])}):
+            items += [f"{prefix[band]}_{key}_h{h}={scores[key][h - 1]:.4f}" for key in BAND_KEYS]
+    return items
 
 
 def _row(symbol, name, config, mode, every, walk: Walk) -> dict[str, object]:
@@ -153,12 +226,13 @@ def main(argv: list[str] | None = None) -> None:
     if changes:
         print(f"knobs changed: {changes}")
     print()
-    print(_format(rows))
-    result = " ".join(
+    print(_format([{k: v for k, v in r.items() if k != "bands"} for r in rows]))
+    items = [
         f"{r['symbol']}_{str(r['preset']).split()[0]}_{r['mode']}_skill={r['skill']:.4f}"
         for r in rows
-    )
-    print(f"RESULT {result}")
+    ]
+    items += [item for r in rows if "bands" in r for item in _band_results(r)]
+    print(f"RESULT {' '.join(dict.fromkeys(items))}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The LSTM forecaster in Keras 3: build, predict, and to/from `.keras` bytes.
 
 Knows nothing about candles or prices: it maps (n, window, n_features) float arrays to (n,)
-standardized targets. Its training loops live in models/training.py, its NumPy inference pass
-in models/inference.py; data preparation in tasks/prepare.py, training policy in
-tasks/train.py.
+standardized targets, or to (n, outputs) for a network with several outputs (the band
+network's log-spread per horizon). Its training loops live in models/training.py, its NumPy
+inference pass in models/inference.py; data preparation in tasks/prepare.py, training policy
+in tasks/train.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from models import inference  # noqa: E402
+from models.losses import gaussian_nll  # noqa: E402
 from models.presets import ModelConfig  # noqa: E402
+
+LOSSES = {"gaussian_nll": gaussian_nll}  # beside Keras's own names ("mse", "mae", "huber")
 
 
 def _optimizer(config: ModelConfig, learning_rate: float | None = None) -> keras.optimizers.Adam:
@@ -44,7 +48,7 @@ def compile_model(
     """
     model.compile(
         optimizer=_optimizer(config, learning_rate),
-        loss=config.loss,
+        loss=LOSSES.get(config.loss, config.loss),
         run_eagerly=run_eagerly,
         jit_compile="auto"
         if config.jit_compile is None
@@ -58,8 +62,13 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def build(config: ModelConfig, n_features: int) -> keras.Model:
-    """Stacked LSTM(units...) -> Dense(1); `ensemble` such stacks averaged in one model.
+def build(
+    config: ModelConfig, n_features: int, outputs: int = 1, output_bias: list[float] | None = None
+) -> keras.Model:
+    """Stacked LSTM(units...) -> Dense(outputs); `ensemble` such stacks averaged in one model.
+
+    `output_bias` starts the head's biases there instead of at 0 (the band network starts at
+    the spread a random walk would have).
 
     Layers are named lstm_1, lstm_2, ... and output (one stack), or m<k>_lstm_<i>,
     m<k>_output and output (ensemble). Every initializer and dropout mask gets its own seed
@@ -87,8 +96,9 @@ def build(config: ModelConfig, n_features: int) -> keras.Model:
                 name=f"{prefix}lstm_{i + 1}",
             )(h)
         output = keras.layers.Dense(
-            1,
+            outputs,
             kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
+            bias_initializer=keras.initializers.Constant(output_bias or 0.0),
             name=f"{prefix}output" if prefix else "output",
         )
         heads.append(output(h))
@@ -98,7 +108,7 @@ def build(config: ModelConfig, n_features: int) -> keras.Model:
 
 
 def predict(model: keras.Model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Standardized predictions, shape (n,), from the model's current weights.
+    """Standardized predictions, shape (n,) or (n, outputs), from the model's current weights.
 
     A network that :func:`build` made runs as a NumPy forward pass
     (:func:`models.inference.numpy_forward`): a Keras call runs the LSTM's time steps
@@ -106,8 +116,9 @@ def predict(model: keras.Model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
     of calls (the per-epoch price-MAPE hook, the evaluation, the champion gate, the plots,
     the recursive forecast; docs/model.md). Any other model goes through direct Keras calls.
     """
+    outputs = int(model.outputs[0].shape[-1])
     if len(x) == 0:
-        return np.empty(0, dtype=np.float32)
+        return np.empty((0, outputs) if outputs > 1 else 0, dtype=np.float32)
     forward = inference.numpy_forward(model)
     if forward is None:
         parts = [
@@ -116,7 +127,8 @@ def predict(model: keras.Model, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
         ]
     else:
         parts = [forward(x[i : i + chunk]) for i in range(0, len(x), chunk)]
-    return np.concatenate(parts).reshape(-1)
+    predicted = np.concatenate(parts)
+    return predicted.reshape(-1) if outputs == 1 else predicted.reshape(-1, outputs)
 
 
 def to_bytes(model: keras.Model) -> bytes:

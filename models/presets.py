@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 Target = Literal["level", "log_return"]
 Clipping = Literal["value", "norm", "none"]
-Loss = Literal["mse", "mae", "huber"]
+Loss = Literal["mse", "mae", "huber", "gaussian_nll"]
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VOLUME_COLUMNS = ("volume_base", "volume_quote")
@@ -56,6 +56,12 @@ class ModelConfig:
     retrain_every, degrade_tolerance:
         Policy `auto`: retrain from scratch every `retrain_every` fine-tunes, or when the
         fine-tuned validation MAPE exceeds the last retrain's by more than this relative amount.
+    band_horizon, band_window, band_units, band_epochs:
+        The band network (tasks/bands.py): an LSTM of `band_units` over the newest
+        `band_window` candles' log return, its size and the high-low range, that forecasts the
+        spread of the close's log change 1..`band_horizon` periods ahead; trained up to
+        `band_epochs` epochs with the same early stopping, fine-tuned like the point network.
+        0 = point forecasts only.
     unroll, jit_compile:
         How the same math runs, not what it is: `unroll` unrolls the LSTM over the window (no
         loop; worth it for short windows), `jit_compile` compiles the train step with XLA
@@ -86,6 +92,10 @@ class ModelConfig:
     fine_tune_batch_size: int | None = None
     retrain_every: int = 30
     degrade_tolerance: float = 0.1
+    band_horizon: int = 0
+    band_window: int = 30
+    band_units: tuple[int, ...] = (16,)
+    band_epochs: int = 200
     unroll: bool = False
     jit_compile: bool | None = None
     notes: str = field(default="", compare=False)
@@ -99,6 +109,8 @@ class ModelConfig:
             raise ValueError("features must include 'close' (the target)")
         if self.window < 1 or not self.units or self.ensemble < 1:
             raise ValueError("window, units and ensemble must be non-empty and positive")
+        if self.band_horizon < 0 or self.band_window < 1 or not self.band_units:
+            raise ValueError("band_horizon must be >= 0, band_window >= 1, band_units non-empty")
         if self.clipping != "none" and self.clip <= 0:
             raise ValueError("clipping needs clip > 0")
 
@@ -112,7 +124,7 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Inverse of `to_dict`; unknown keys are an error."""
         values = dict(data)
-        for key in ("features", "units"):
+        for key in ("features", "units", "band_units"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
@@ -163,6 +175,9 @@ PRESETS: dict[str, ModelConfig] = {
         fine_tune_rows=256,
         fine_tune_learning_rate=1e-4,
         fine_tune_batch_size=256,  # one step per epoch: a fine-tune is mostly fixed cost
+        band_horizon=7,
+        band_window=30,
+        band_units=(16,),
         unroll=True,  # no XLA: its compile time exceeds a whole default training
         notes=(
             "standardized daily close log returns, 7-day window, LSTM 32, MAE loss (the median"
@@ -179,6 +194,10 @@ PRESETS: dict[str, ModelConfig] = {
         batch_size=16,
         patience=None,
         fine_tune_epochs=1,
+        band_horizon=3,
+        band_window=4,
+        band_units=(4,),
+        band_epochs=2,
         notes="for tests only",
     ),
 }

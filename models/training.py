@@ -101,7 +101,7 @@ def _batches(
     import tensorflow as tf
 
     x, y = data
-    batches = tf.data.Dataset.from_tensor_slices((x, y.reshape(-1, 1)))
+    batches = tf.data.Dataset.from_tensor_slices((x, _columns(y)))
     if shuffle:
         batches = batches.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     options = tf.data.Options()
@@ -109,6 +109,11 @@ def _batches(
     options.threading.max_intra_op_parallelism = 1
     options.autotune.enabled = False
     return batches.batch(batch_size).with_options(options)
+
+
+def _columns(y: np.ndarray) -> np.ndarray:
+    """Targets as (n, outputs): a 1-D target is one output."""
+    return y.reshape(-1, 1) if y.ndim == 1 else y
 
 
 def train_steps(
@@ -131,7 +136,7 @@ def train_steps(
     TrainingDivergedError: the loss became NaN or infinite.
     """
     x, y = train
-    y = y.reshape(-1, 1)
+    y = _columns(y)
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {}
     with releasing_traced_gradients():

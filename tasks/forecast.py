@@ -1,14 +1,19 @@
-"""Recursive multi-day forecast of the close, in price units, from a trained model."""
+"""Recursive multi-day forecast of the close, in price units, from a trained model, with the
+bands of its band network."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from candlecast.core.errors import IncompleteWindowError
 from candlecast.core.identifiers import label, period
-from models.presets import PRICE_COLUMNS
-from tasks.prepare import latest_window, to_price
+from models.presets import PRICE_COLUMNS, VOLUME_COLUMNS, ModelConfig
+from tasks.bands import newest_inputs
+from tasks.intervals import BAND_EDGES
+from tasks.prepare import ScalerParams, feature_values, segment_ids, to_price
 from tasks.trained import TrainedModel
 
 MAX_BRIDGED = 2  # missing candles the newest input window may bridge (an exchange outage)
@@ -65,13 +70,70 @@ def _bridged(window: pd.DataFrame, missing: pd.DatetimeIndex) -> pd.DataFrame:
     return out
 
 
-def forecast(trained: TrainedModel, frame: pd.DataFrame, horizon: int = 7) -> pd.DataFrame:
-    """Predict the closes of the `horizon` periods after the newest candle of `frame`.
+def input_rows(config: ModelConfig) -> int:
+    """Consecutive candles one point forecast reads: the window, and the candle before it
+    for a `log_return` network (its first return)."""
+    return config.window + (1 if config.target == "log_return" else 0)
+
+
+def raw_windows(
+    frame: pd.DataFrame, config: ModelConfig, origins: np.ndarray, timeframe: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The raw candle values (close first) of the input rows ending at each origin position.
+
+    Returns
+    -------
+    (windows (m, input_rows, features), the m positions of `origins` whose rows are
+    consecutive candles with every value defined)
+    """
+    rows = input_rows(config)
+    columns = ["close", *(c for c in config.features if c != "close")]
+    values = frame[columns].to_numpy(dtype=float)
+    segments = segment_ids(frame.index, timeframe)
+    origins = origins[origins >= rows - 1]
+    picked = origins[:, None] + np.arange(-rows + 1, 1)[None, :]
+    usable = (segments[picked] == segments[origins][:, None]).all(axis=1)
+    usable &= np.isfinite(values[picked]).all(axis=(1, 2))
+    return values[picked[usable]], origins[usable]
+
+
+def recursive_closes(
+    model: Any, scaler: ScalerParams, config: ModelConfig, raw: np.ndarray, horizon: int
+) -> np.ndarray:
+    """The next `horizon` closes after each of n input windows, in price units: (n, horizon).
 
     Step k feeds the prediction of step k-1 back as a candle: open = high = low = close = the
     predicted close, volumes repeated from the newest real candle (the only future value the
-    model gives is the close). Step 1 is an ordinary one-step forecast. A short gap in the
-    newest candles is bridged first (:func:`input_window`).
+    model gives is the close). Step 1 is an ordinary one-step forecast.
+
+    Parameters
+    ----------
+    model: the point network; scaler, config: how it was trained.
+    raw: (n, input_rows(config), features) raw candle values, close first, from
+        :func:`raw_windows` or one bridged input window.
+    """
+    from models import lstm
+
+    columns = scaler.columns
+    prices = np.array([c not in VOLUME_COLUMNS for c in columns])
+    out = np.empty((len(raw), horizon))
+    for k in range(horizon):
+        x = scaler.transform(feature_values(raw, columns, config.target)).astype(np.float32)
+        close = to_price(lstm.predict(model, x), raw[:, -1, 0], scaler, config)
+        out[:, k] = close
+        candle = raw[:, -1:].copy()
+        candle[:, :, prices] = close[:, None, None]
+        raw = np.concatenate([raw[:, 1:], candle], axis=1)
+    return out
+
+
+def forecast(trained: TrainedModel, frame: pd.DataFrame, horizon: int = 7) -> pd.DataFrame:
+    """Predict the closes of the `horizon` periods after the newest candle of `frame`, with
+    their bands where the model has a band network.
+
+    The closes come from :func:`recursive_closes`; a short gap in the newest candles is
+    bridged first (:func:`input_window`). The bands are the band network's calibrated
+    quantiles around them (tasks/bands.py), for the horizons it was trained for.
 
     Parameters
     ----------
@@ -82,32 +144,40 @@ def forecast(trained: TrainedModel, frame: pd.DataFrame, horizon: int = 7) -> pd
     Returns
     -------
     DataFrame indexed by the forecast candle's UTC `open_time`, columns `step` (1..horizon),
-    `close` (price units) and `imputed_inputs` (candles of the input window that were bridged).
+    `close` (price units), `imputed_inputs` (candles of the input window that were bridged),
+    and the band edges `low95`, `low80`, `high80`, `high95` (NaN past the band network's
+    horizon, or without one).
 
     Raises
     ------
-    ValueError: horizon < 1.
+    ValueError: horizon < 1, or the newest candles miss a value the model reads.
     IncompleteWindowError: the newest window misses more candles than may be bridged.
     """
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
-    from models import lstm
-
-    config, step = trained.config, pd.Timedelta(period(trained.timeframe))
-    history, imputed = input_window(frame, config.window + 1, trained.timeframe)
-    rows = []
-    for k in range(1, horizon + 1):
-        x = latest_window(history, config, trained.scaler, trained.timeframe)
-        z = lstm.predict(trained.keras_model, x)
-        base = history["close"].to_numpy()[-1:]
-        close = float(to_price(z, base, trained.scaler, config)[0])
-        when = history.index[-1] + step
-        rows.append((when, k, close))
-        candle = history.iloc[[-1]].copy()
-        candle.index = pd.DatetimeIndex([when], name=history.index.name)
-        candle[[c for c in PRICE_COLUMNS if c in candle.columns]] = close
-        history = pd.concat([history.iloc[1:], candle])
-    out = pd.DataFrame(rows, columns=["open_time", "step", "close"]).set_index("open_time")
-    out["step"] = out["step"].astype(np.int64)
+    config, bands = trained.config, trained.bands
+    rows = input_rows(config)
+    need = max(rows, config.band_window + 1) if bands is not None else rows
+    history, imputed = input_window(frame, need, trained.timeframe)
+    raw, _ = raw_windows(history, config, np.array([len(history) - 1]), trained.timeframe)
+    if len(raw) == 0:
+        raise ValueError(
+            f"the newest {rows} candles miss a value of {list(config.features)}; "
+            "no window to forecast from"
+        )
+    closes = recursive_closes(trained.keras_model, trained.scaler, config, raw, horizon)[0]
+    step = pd.Timedelta(period(trained.timeframe))
+    index = pd.DatetimeIndex(
+        [history.index[-1] + k * step for k in range(1, horizon + 1)], name=history.index.name
+    )
+    out = pd.DataFrame({"step": np.arange(1, horizon + 1, dtype=np.int64), "close": closes}, index)
     out["imputed_inputs"] = imputed
+    edges = np.full((horizon, len(BAND_EDGES)), np.nan)
+    newest = None if bands is None else newest_inputs(bands, history, trained.timeframe)
+    if newest is not None:
+        reach = min(horizon, bands.horizon)
+        q = bands.quantiles(newest, closes[None, :reach])[0]
+        edges[:reach] = q[:, [bands.levels.index(level) for level in BAND_EDGES.values()]]
+    for j, name in enumerate(BAND_EDGES):
+        out[name] = edges[:, j]
     return out

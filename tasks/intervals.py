@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 PINBALL_LEVELS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -24,6 +25,9 @@ BAND_LEVELS: tuple[float, ...] = tuple(
     sorted(set(PINBALL_LEVELS).union(*(set(levels) for levels in BANDS.values())))
 )
 """Every level a forecast band carries to be scored: the pinball levels and the band edges."""
+
+BAND_EDGES: dict[str, float] = {"low95": 0.025, "low80": 0.10, "high80": 0.90, "high95": 0.975}
+"""A forecast row's band columns and the quantile level each holds."""
 
 MIN_RETURNS = 30
 """The fewest daily log returns `naive_band` estimates a spread from: with 30, the sample
@@ -234,3 +238,66 @@ def diebold_mariano(
         return float(statistic), float(2.0 * stats.norm.sf(abs(statistic)))
     statistic *= np.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
     return float(statistic), float(2.0 * stats.t.sf(abs(statistic), df=n - 1))
+
+
+def naive_quantiles(
+    closes: np.ndarray, origins: np.ndarray, horizon: int, levels: Iterable[float] = BAND_LEVELS
+) -> np.ndarray:
+    """(origin, h - 1, level) close quantiles of the naive band, :func:`naive_band` at every
+    origin position and h = 1..horizon at once, each from the closes up to its origin; NaN
+    where an origin has fewer than `MIN_RETURNS` returns."""
+    c = np.asarray(closes, dtype=float).reshape(-1)
+    returns = pd.Series(np.concatenate([[np.nan], np.diff(np.log(c))]))
+    sigma = returns.rolling(365, min_periods=MIN_RETURNS).std(ddof=1).to_numpy()[origins]
+    z = stats.norm.ppf(np.asarray(tuple(levels), dtype=float))
+    spread = sigma[:, None, None] * np.sqrt(np.arange(1, horizon + 1))[None, :, None] * z
+    return c[origins][:, None, None] * np.exp(spread)
+
+
+def band_scores(
+    actual: np.ndarray, quantiles: np.ndarray, levels: tuple[float, ...] = BAND_LEVELS
+) -> dict[str, list[float | None]]:
+    """Per horizon, how a band forecast scored on the rows whose realised close is known.
+
+    Parameters
+    ----------
+    actual: (n, H) realised closes, NaN where unknown (a horizon past the data).
+    quantiles: (n, H, len(levels)) forecast quantiles on the same rows; a row with a NaN
+        quantile is left out at that horizon.
+    levels: the quantile levels, holding `PINBALL_LEVELS` and the edges of `BANDS`.
+
+    Returns
+    -------
+    Lists over h = 1..H: ``n``; ``cov80``, ``cov95`` (coverage, %); ``winkler95`` and
+    ``pinball`` (% of the realised close); and ``calibration``: for each central band the
+    levels hold (nominal 10, 20, ..., 90 and 95%), its realised coverage at every h. None
+    where a horizon has no row.
+    """
+    index = {round(q, 4): j for j, q in enumerate(levels)}
+    central = sorted(
+        {round(100 * (1 - 2 * q)) for q in levels if q < 0.5 and round(1 - q, 4) in index}
+    )
+    scores: dict[str, Any] = {k: [] for k in ("n", "cov80", "cov95", "winkler95", "pinball")}
+    scores["calibration"] = {"nominal": central, "realised": []}
+    for h in range(actual.shape[1]):
+        known = np.isfinite(actual[:, h]) & np.isfinite(quantiles[:, h]).all(axis=1)
+        y, q = actual[known, h], quantiles[known, h]
+        scores["n"].append(int(known.sum()))
+        if not known.any():
+            for key in ("cov80", "cov95", "winkler95", "pinball"):
+                scores[key].append(None)
+            scores["calibration"]["realised"].append([None] * len(central))
+            continue
+
+        def edge(level: float, q: np.ndarray = q) -> np.ndarray:
+            return q[:, index[round(level, 4)]]
+
+        for nominal, (lo, hi) in BANDS.items():
+            scores[f"cov{nominal}"].append(coverage(y, edge(lo), edge(hi)))
+        lo, hi = BANDS[95]
+        scores["winkler95"].append(winkler(y, edge(lo), edge(hi), alpha=0.05))
+        scores["pinball"].append(pinball(y, {level: edge(level) for level in PINBALL_LEVELS}))
+        scores["calibration"]["realised"].append(
+            [coverage(y, edge((100 - c) / 200), edge((100 + c) / 200)) for c in central]
+        )
+    return scores

@@ -108,23 +108,35 @@ def segment_ids(index: pd.DatetimeIndex, timeframe: str) -> np.ndarray:
 def feature_frame(frame: pd.DataFrame, config: ModelConfig, timeframe: str) -> pd.DataFrame:
     """Unscaled network inputs, one row per candle; NaN where a value is undefined.
 
-    `level`: the raw column values. `log_return`: log(x_t / x_(t-1)) for price columns and
-    log((v_t + 1) / (v_(t-1) + 1)) for volumes (defined at zero volume); undefined on the first
-    row of every run of consecutive candles, so no value ever spans a gap.
+    `level`: the raw column values. `log_return`: :func:`feature_values` of consecutive rows,
+    undefined on the first row of every run of consecutive candles, so no value ever spans a
+    gap.
     """
     raw = frame.loc[:, list(config.features)].astype(float)
     if config.target == "level":
         return raw
-    logs = raw.copy()
-    volumes = [c for c in config.features if c in VOLUME_COLUMNS]
-    logs[volumes] = np.log1p(raw[volumes])
-    prices = [c for c in config.features if c not in VOLUME_COLUMNS]
-    logs[prices] = np.log(raw[prices])
-    returns = logs.diff()
+    values = feature_values(raw.to_numpy(), config.features, config.target)
+    returns = pd.DataFrame(np.nan, index=raw.index, columns=raw.columns)
+    returns.iloc[1:] = values
     segments = segment_ids(frame.index, timeframe)
     first_of_run = np.concatenate([[True], segments[1:] != segments[:-1]])
     returns[first_of_run] = np.nan
     return returns
+
+
+def feature_values(raw: np.ndarray, columns: tuple[str, ...], target: str) -> np.ndarray:
+    """Network inputs from raw candle values (..., rows, columns): the values themselves for
+    `level`; for `log_return` one row fewer, log(x_t / x_(t-1)) for price columns and
+    log((v_t + 1) / (v_(t-1) + 1)) for volumes (defined at zero volume). The rows must be
+    consecutive candles; training (:func:`feature_frame`) and the recursive forecast share it.
+    """
+    if target == "level":
+        return raw
+    volume = np.array([c in VOLUME_COLUMNS for c in columns])
+    logs = np.array(raw, dtype=float)
+    logs[..., volume] = np.log1p(logs[..., volume])
+    logs[..., ~volume] = np.log(logs[..., ~volume])
+    return np.diff(logs, axis=-2)
 
 
 def split_bounds(n_rows: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:

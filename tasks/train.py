@@ -12,8 +12,11 @@ import numpy as np
 import pandas as pd
 
 from models.presets import ModelConfig
+from tasks.bands import Bands, band_samples, fine_tune_bands, train_bands
 from tasks.evaluate import evaluate, mape
-from tasks.prepare import Prepared, Samples, prepare, to_price
+from tasks.forecast import raw_windows, recursive_closes
+from tasks.intervals import band_scores, naive_quantiles
+from tasks.prepare import Prepared, Samples, prepare, split_bounds, to_price
 from tasks.timing import Stages
 from tasks.trained import Kind, TrainedModel, prices_from, val_ratio_of
 
@@ -115,6 +118,7 @@ def _result(
     timeframe: str,
     fitted: tuple[dict[str, list[float]], float],
     previous: TrainedModel | None = None,
+    bands: Bands | None = None,
 ) -> TrainedModel:
     """Evaluate and package; `previous` is the model a fine-tune started from (None: retrain)."""
     from models import lstm
@@ -123,6 +127,10 @@ def _result(
         "val": _evaluate_part(model, prepared.val, prepared, config),
         "test": _evaluate_part(model, prepared.test, prepared, config),
     }
+    if bands is not None:
+        for part, scores in _band_metrics(model, frame, prepared, config, timeframe, bands).items():
+            if metrics[part] is not None:
+                metrics[part]["bands"] = scores
     if previous is None:
         ratio = val_ratio_of(metrics)
         lineage = {"kind": "retrain", "fine_tunes_since_retrain": 0, "retrain_val_ratio": ratio}
@@ -140,11 +148,45 @@ def _result(
         history=fitted[0],
         metrics=metrics,
         data_range=_data_range(frame, prepared),
-        train_seconds=fitted[1],
+        train_seconds=fitted[1] + (bands.train_seconds if bands is not None else 0.0),
+        bands=bands,
         **lineage,
     )
     trained.__dict__["keras_model"] = model  # prime the cached_property: no reload from bytes
     return trained
+
+
+def _band_metrics(
+    model: Any,
+    frame: pd.DataFrame,
+    prepared: Prepared,
+    config: ModelConfig,
+    timeframe: str,
+    bands: Bands,
+) -> dict[str, dict[str, Any]]:
+    """The bands scored per horizon on the validation and test parts (`band_scores`), the
+    model's and the naive band's on the same rows. Each band is centred on the recursive
+    point forecast the model would have served from that origin; the validation part is the
+    one the bands were calibrated on, so only the test part is out of sample."""
+    a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
+    samples = band_samples(frame, config, bands.scaler, bands.return_scale, timeframe, (a, b))
+    closes = frame["close"].to_numpy(dtype=float)
+    scores = {}
+    for part, (lo, hi) in {"val": (a, b), "test": (b, len(frame))}.items():
+        first = samples.origin + 1
+        raw, origins = raw_windows(frame, config, samples.origin[(first >= lo) & (first < hi)],
+                                   timeframe)  # fmt: skip
+        if len(origins) == 0:
+            continue
+        part_samples = samples.select(np.isin(samples.origin, origins))
+        centre = recursive_closes(model, prepared.scaler, config, raw, bands.horizon)
+        rows = np.minimum(origins[:, None] + np.arange(1, bands.horizon + 1), len(frame) - 1)
+        actual = np.where(np.isnan(part_samples.y), np.nan, closes[rows])
+        scores[part] = {
+            "model": band_scores(actual, bands.quantiles(part_samples.x, centre)),
+            "naive": band_scores(actual, naive_quantiles(closes, origins, bands.horizon)),
+        }
+    return scores
 
 
 def train_model(
@@ -174,8 +216,9 @@ def train_model(
             model, prepared, prepared.train, config, config.epochs, config.patience,
             track_price_mape,
         )  # fmt: skip
+        bands = train_bands(frame, config, timeframe) if config.band_horizon else None
     with stages("evaluate"):
-        return _result(model, frame, prepared, config, timeframe, fitted)
+        return _result(model, frame, prepared, config, timeframe, fitted, bands=bands)
 
 
 def fine_tune(
@@ -213,8 +256,11 @@ def fine_tune(
             model, prepared, train, config, epochs or config.fine_tune_epochs, None,
             track_price_mape, validate=False, batch_size=batch, seed=seed, few_steps=few_steps,
         )  # fmt: skip
+        bands = trained.bands
+        if bands is not None:
+            bands = fine_tune_bands(bands, frame, config, trained.timeframe, epochs, seed)
     with stages("evaluate"):
-        return _result(model, frame, prepared, config, trained.timeframe, fitted, trained)
+        return _result(model, frame, prepared, config, trained.timeframe, fitted, trained, bands)
 
 
 def decide(

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.presets import ModelConfig
+from tasks.bands import Bands
 from tasks.prepare import Samples, ScalerParams, to_price
 
 Kind = Literal["retrain", "fine_tune"]
@@ -24,7 +25,8 @@ class TrainedModel:
     history: per-epoch loss/val_loss/price_mape/val_price_mape; metrics: {"val": ..., "test":
     ...} from `tasks.evaluate.evaluate` (None for an empty part); data_range: first/last
     candle and split boundaries (ISO UTC); kind: retrain or fine_tune; fine_tunes_since_retrain
-    and retrain_val_ratio: the `auto` policy's memory.
+    and retrain_val_ratio: the `auto` policy's memory; bands: the band network (None: point
+    forecasts only).
     """
 
     model_bytes: bytes = field(repr=False)
@@ -38,6 +40,7 @@ class TrainedModel:
     train_seconds: float = 0.0
     fine_tunes_since_retrain: int = 0
     retrain_val_ratio: float | None = None
+    bands: Bands | None = None
 
     @cached_property
     def keras_model(self) -> Any:
@@ -59,17 +62,28 @@ class TrainedModel:
             "train_seconds": self.train_seconds,
             "fine_tunes_since_retrain": self.fine_tunes_since_retrain,
             "retrain_val_ratio": self.retrain_val_ratio,
+            "bands": None if self.bands is None else self.bands.metadata(),
         }
 
     def metadata_json(self) -> str:
         return json.dumps(self.metadata(), sort_keys=True)
 
+    @property
+    def band_bytes(self) -> bytes | None:
+        return None if self.bands is None else self.bands.model_bytes
+
     @classmethod
-    def from_parts(cls, model_bytes: bytes, metadata: dict[str, Any] | str) -> TrainedModel:
-        """Inverse of (`model_bytes`, `metadata()`/`metadata_json()`)."""
+    def from_parts(
+        cls, model_bytes: bytes, metadata: dict[str, Any] | str, band_bytes: bytes | None = None
+    ) -> TrainedModel:
+        """Inverse of (`model_bytes`, `metadata()`/`metadata_json()`, `band_bytes`)."""
         meta = json.loads(metadata) if isinstance(metadata, str) else dict(metadata)
         meta["config"] = ModelConfig.from_dict(meta["config"])
         meta["scaler"] = ScalerParams.from_dict(meta["scaler"])
+        bands = meta.pop("bands", None)
+        if bands is not None and band_bytes is None:
+            raise ValueError("the metadata describes a band network whose bytes are missing")
+        meta["bands"] = None if bands is None else Bands.from_parts(band_bytes, bands)
         return cls(model_bytes=model_bytes, **meta)
 
     @property

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.bands import garch_quantiles, naive_quantiles, origins
+from bench.bands import garch_quantiles, origins
 from tasks.intervals import (
     BAND_LEVELS,
     BANDS,
@@ -18,6 +18,7 @@ from tasks.intervals import (
     coverage,
     diebold_mariano,
     naive_band,
+    naive_quantiles,
     pinball,
     winkler,
 )
@@ -206,3 +207,16 @@ def test_bench_bands_never_see_a_close_after_their_origin(paths):
         before, after = quantiles(closes), quantiles(changed)
         np.testing.assert_array_equal(before[kept], after[kept])
         assert not np.allclose(before[~kept], after[~kept])  # the later bands do move
+
+
+def test_naive_quantiles_are_the_naive_band_at_every_origin_and_horizon():
+    rng = np.random.default_rng(11)
+    closes = 100.0 * np.exp(np.cumsum(rng.standard_t(4, 420) * 0.03))
+    starts = np.array([10, MIN_RETURNS, 200, 364, 365, 419])
+    levels = (0.025, 0.1, 0.5, 0.9, 0.975)
+    got = naive_quantiles(closes, starts, 4, levels)
+    assert np.isnan(got[0]).all()  # 10 returns: too few for a spread
+    for i, t in enumerate(starts[1:], start=1):
+        for h in range(1, 5):
+            expected = list(naive_band(closes[: t + 1], h, levels).values())
+            np.testing.assert_allclose(got[i, h - 1], expected, rtol=1e-12)

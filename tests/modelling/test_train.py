@@ -29,8 +29,11 @@ def test_train_model_returns_a_serializable_evaluated_model(wavy_frame):
     assert test["n"] == len(prepare(wavy_frame, TINY).test)
     expected = {"mape", "persistence_mape", "relative_mae", "skill", "mape_standardized_lecture"}
     assert expected <= set(test)
-    again = TrainedModel.from_parts(trained.model_bytes, json.loads(trained.metadata_json()))
+    meta = json.loads(trained.metadata_json())
+    again = TrainedModel.from_parts(trained.model_bytes, meta, trained.band_bytes)
     assert again.metadata() == trained.metadata()
+    with pytest.raises(ValueError, match="band network whose bytes are missing"):
+        TrainedModel.from_parts(trained.model_bytes, meta)
     x = prepare(wavy_frame, TINY).test.x
     np.testing.assert_array_equal(
         lstm.predict(again.keras_model, x), lstm.predict(trained.keras_model, x)

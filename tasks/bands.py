@@ -1,0 +1,291 @@
+"""The band network: how far the close may move 1..H periods ahead, as calibrated quantiles.
+
+A small LSTM reads the newest `band_window` candles' log return, its size and the high-low
+range (what carries volatility: quiet weeks follow quiet weeks) and forecasts sigma_h, the
+spread of the close's log change h = 1..H periods ahead, trained on the Gaussian likelihood
+(`models.losses.gaussian_nll`). Its quantiles are calibrated on the validation part, horizon
+by horizon, the way split conformal prediction does for normalized residuals: the levels of
+z = log(c_(t+h) / c_t) / sigma_h there replace the Gaussian's. A band is then centred on the
+point forecast, whose median it keeps:
+
+    Q_q,h = point_h * exp(sigma_h * (z_q,h - z_0.5,h))
+
+Alignment follows tasks/prepare.py: a sample's window ends at its origin row t, and it belongs
+to the part that holds its h=1 target row t+1. A horizon whose target row lies past the
+sample's part, or across a gap, is left out (NaN): a training sample never sees a validation
+row, nor a validation sample a test row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from models.presets import ModelConfig
+from tasks.intervals import BAND_LEVELS
+from tasks.prepare import ScalerParams, fit_scaler, segment_ids, split_bounds, window_ends
+
+VOLATILITY_COLUMNS = ("log_return", "abs_return", "log_range")
+MIN_CALIBRATION = 50
+"""The fewest validation residuals a horizon's quantiles are read from; below, the Gaussian's
+levels stand (with 50, the 2.5% tail holds about one residual)."""
+
+
+def volatility_frame(frame: pd.DataFrame, timeframe: str) -> pd.DataFrame:
+    """The band network's unscaled inputs, one row per candle: the close's log return (NaN
+    on the first candle of every run of consecutive candles), its absolute value, and
+    log(high / low)."""
+    close = np.log(frame["close"].to_numpy(dtype=float))
+    returns = np.concatenate([[np.nan], np.diff(close)])
+    segments = segment_ids(frame.index, timeframe)
+    returns[np.concatenate([[True], segments[1:] != segments[:-1]])] = np.nan
+    span = np.log(frame["high"].to_numpy(dtype=float) / frame["low"].to_numpy(dtype=float))
+    values = np.column_stack([returns, np.abs(returns), span])
+    return pd.DataFrame(values, index=frame.index, columns=list(VOLATILITY_COLUMNS))
+
+
+def band_config(config: ModelConfig) -> ModelConfig:
+    """The point model's config turned into the band network's: its window, units, epochs
+    and loss; one network, no dropout."""
+    return config.replace(
+        name=f"{config.name}_bands", window=config.band_window, units=config.band_units,
+        epochs=config.band_epochs, loss="gaussian_nll", ensemble=1, dropout=0.0,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BandSamples:
+    """Windows of the volatility inputs and their targets, aligned element by element.
+
+    x: (n, band_window, 3) standardized inputs; y: (n, H) log(c_(t+h) / c_t) / return_scale,
+    NaN where unknown to the sample's part; origin: the row t each window ends at.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    origin: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.origin)
+
+    def select(self, rows: np.ndarray) -> BandSamples:
+        return BandSamples(self.x[rows], self.y[rows], self.origin[rows])
+
+
+@dataclass(frozen=True)
+class Bands:
+    """A trained band network with its input scaler and calibration.
+
+    model_bytes: the `.keras` file; scaler: of the volatility inputs, fitted on the training
+    rows; return_scale: the training rows' standard deviation of the log return (the unit of
+    the targets); offsets[h - 1][j]: z at `levels[j]` minus the median's, calibrated at
+    horizon h; calibrated_on[h - 1]: the validation residuals they were read from (0: the
+    Gaussian's); history: per-epoch losses.
+    """
+
+    model_bytes: bytes = field(repr=False)
+    scaler: ScalerParams
+    return_scale: float
+    offsets: tuple[tuple[float, ...], ...]
+    calibrated_on: tuple[int, ...]
+    levels: tuple[float, ...] = BAND_LEVELS
+    history: dict[str, list[float]] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+    @property
+    def horizon(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def window(self) -> int:
+        return int(self.keras_model.inputs[0].shape[1])
+
+    @cached_property
+    def keras_model(self) -> Any:
+        from models import lstm
+
+        return lstm.from_bytes(self.model_bytes)
+
+    def sigma(self, x: np.ndarray) -> np.ndarray:
+        """(n, H) spreads of the log change, from standardized input windows."""
+        from models import lstm
+
+        log_sigma = lstm.predict(self.keras_model, x).reshape(len(x), -1)
+        return self.return_scale * np.exp(log_sigma.astype(float))
+
+    def quantiles(self, x: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        """(n, h, len(levels)) close quantiles around `centre` (n, h) point forecasts, for the
+        first h <= H horizons."""
+        h = centre.shape[1]
+        spread = self.sigma(x)[:, :h, None] * np.asarray(self.offsets)[None, :h, :]
+        return centre[:, :, None] * np.exp(spread)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "scaler": self.scaler.to_dict(),
+            "return_scale": self.return_scale,
+            "offsets": [list(row) for row in self.offsets],
+            "calibrated_on": list(self.calibrated_on),
+            "levels": list(self.levels),
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+        }
+
+    @classmethod
+    def from_parts(cls, model_bytes: bytes, meta: dict[str, Any]) -> Bands:
+        return cls(
+            model_bytes=model_bytes,
+            scaler=ScalerParams.from_dict(meta["scaler"]),
+            return_scale=float(meta["return_scale"]),
+            offsets=tuple(tuple(row) for row in meta["offsets"]),
+            calibrated_on=tuple(meta["calibrated_on"]),
+            levels=tuple(meta["levels"]),
+            history=meta.get("history", {}),
+            train_seconds=meta.get("train_seconds", 0.0),
+        )
+
+
+def band_samples(
+    frame: pd.DataFrame,
+    config: ModelConfig,
+    scaler: ScalerParams,
+    return_scale: float,
+    timeframe: str,
+    bounds: tuple[int, int] | None = None,
+) -> BandSamples:
+    """Every complete volatility window of `frame` with its 1..H targets.
+
+    `bounds` (a, b) are the part boundaries (prepare's `split_bounds`): a target is left out
+    when it lies in a later part than the sample's h=1 target. None: every target in `frame`.
+    """
+    horizon, window = config.band_horizon, config.band_window
+    scaled = scaler.transform(volatility_frame(frame, timeframe).to_numpy())
+    segments = segment_ids(frame.index, timeframe)
+    ends = window_ends(~np.isnan(scaled).any(axis=1), segments, window)
+    close = np.log(frame["close"].to_numpy(dtype=float))
+    rows = ends[:, None] + np.arange(1, horizon + 1)[None, :]
+    inside = rows < len(frame)
+    rows = np.where(inside, rows, ends[:, None])
+    y = (close[rows] - close[ends][:, None]) / return_scale
+    known = inside & (segments[rows] == segments[ends][:, None])
+    if bounds is not None:
+        limit = np.select([ends + 1 < bounds[0], ends + 1 < bounds[1]], list(bounds), len(frame))
+        known &= rows < limit[:, None]
+    x = scaled[ends[:, None] + np.arange(-window + 1, 1)[None, :]].astype(np.float32)
+    return BandSamples(x, np.where(known, y, np.nan).astype(np.float32), ends)
+
+
+def newest_inputs(bands: Bands, frame: pd.DataFrame, timeframe: str) -> np.ndarray | None:
+    """The standardized window ending at the newest candle, (1, band_window, 3); None when
+    those candles are not consecutive or a value is undefined (no band then)."""
+    window = bands.window
+    recent = frame.iloc[-(window + 1) :]
+    scaled = bands.scaler.transform(volatility_frame(recent, timeframe).to_numpy())[-window:]
+    runs = segment_ids(recent.index, timeframe)[-window:]
+    if len(scaled) < window or np.isnan(scaled).any() or runs[0] != runs[-1]:
+        return None
+    return scaled[None].astype(np.float32)
+
+
+def train_bands(frame: pd.DataFrame, config: ModelConfig, timeframe: str = "d") -> Bands:
+    """Train the band network from scratch on the training part, with early stopping on the
+    validation part, and calibrate it there.
+
+    Raises ValueError when there is no training window.
+    """
+    from models import lstm, training
+
+    a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
+    inputs = volatility_frame(frame, timeframe)
+    scaler = fit_scaler(inputs.iloc[:a])
+    return_scale = float(np.nanstd(inputs["log_return"].iloc[:a], ddof=1))
+    samples = band_samples(frame, config, scaler, return_scale, timeframe, (a, b))
+    first = samples.origin + 1
+    train, val = samples.select(first < a), samples.select((first >= a) & (first < b))
+    if len(train) == 0:
+        raise ValueError("no band training windows: too few consecutive candles")
+    network = band_config(config)
+    walk = 0.5 * np.log(np.arange(1, config.band_horizon + 1))  # a random walk's log spread
+    model = lstm.build(network, len(VOLATILITY_COLUMNS), config.band_horizon, walk.tolist())
+    started = time.perf_counter()
+    history = training.fit(
+        model, (train.x, train.y), (val.x, val.y) if len(val) else None,
+        epochs=network.epochs, batch_size=network.batch_size, patience=network.patience,
+        seed=network.seed,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    bands = Bands(
+        model_bytes=lstm.to_bytes(model), scaler=scaler, return_scale=return_scale,
+        offsets=(), calibrated_on=(), history=history, train_seconds=seconds,
+    )  # fmt: skip
+    bands.__dict__["keras_model"] = model
+    offsets, counts = calibrate(bands, val, config.band_horizon)
+    calibrated = Bands(
+        bands.model_bytes, scaler, return_scale, offsets, counts, history=history,
+        train_seconds=seconds,
+    )  # fmt: skip
+    calibrated.__dict__["keras_model"] = model
+    return calibrated
+
+
+def fine_tune_bands(
+    bands: Bands,
+    frame: pd.DataFrame,
+    config: ModelConfig,
+    timeframe: str,
+    epochs: int | None,
+    seed: int,
+) -> Bands:
+    """Continue training the band network as `tasks.train.fine_tune` does the point network:
+    `epochs` (default config.fine_tune_epochs) epochs on the newest config.fine_tune_rows
+    windows before the test part, keeping the scaler and the calibration (the validation
+    rows it was read from are now partly in the training)."""
+    from models import lstm, training
+
+    b = split_bounds(len(frame), config.val_fraction, config.test_fraction)[1]
+    samples = band_samples(frame, config, bands.scaler, bands.return_scale, timeframe, (b, b))
+    seen = np.flatnonzero(samples.origin + 1 < b)
+    newest = samples.select(
+        seen if config.fine_tune_rows is None else seen[-config.fine_tune_rows :]
+    )
+    model = lstm.from_bytes(bands.model_bytes)
+    network = band_config(config)
+    lstm.compile_model(model, network, config.fine_tune_learning_rate, run_eagerly=True)
+    started = time.perf_counter()
+    history = training.train_steps(
+        model, (newest.x, newest.y), epochs=epochs or config.fine_tune_epochs,
+        batch_size=config.fine_tune_batch_size or config.batch_size, seed=seed,
+    )  # fmt: skip
+    tuned = Bands(
+        lstm.to_bytes(model), bands.scaler, bands.return_scale, bands.offsets,
+        bands.calibrated_on, bands.levels, history, time.perf_counter() - started,
+    )  # fmt: skip
+    tuned.__dict__["keras_model"] = model
+    return tuned
+
+
+def calibrate(
+    bands: Bands, val: BandSamples, horizon: int
+) -> tuple[tuple[tuple[float, ...], ...], tuple[int, ...]]:
+    """Per horizon, the empirical levels of the standardized validation residuals minus their
+    median; the Gaussian's where fewer than `MIN_CALIBRATION` residuals are known."""
+    levels = np.asarray(BAND_LEVELS)
+    gaussian = stats.norm.ppf(levels)
+    sigma = bands.sigma(val.x) / bands.return_scale if len(val) else np.empty((0, horizon))
+    offsets, counts = [], []
+    for h in range(horizon):
+        z = val.y[:, h] / sigma[:, h] if len(val) else np.empty(0)
+        z = z[np.isfinite(z)]
+        if z.size < MIN_CALIBRATION:
+            offsets.append(tuple(float(v) for v in gaussian))
+            counts.append(0)
+            continue
+        offsets.append(tuple(float(v) for v in np.quantile(z, levels) - np.median(z)))
+        counts.append(int(z.size))
+    return tuple(offsets), tuple(counts)

@@ -1,0 +1,175 @@
+"""The band network: its samples never look ahead, its calibration is the residuals' levels,
+and the forecast's bands are ordered quantiles around the point forecast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from models import lstm
+from models.presets import preset
+from tasks.bands import (
+    MIN_CALIBRATION,
+    VOLATILITY_COLUMNS,
+    Bands,
+    BandSamples,
+    band_config,
+    band_samples,
+    calibrate,
+    train_bands,
+    volatility_frame,
+)
+from tasks.forecast import forecast, raw_windows, recursive_closes
+from tasks.intervals import BAND_LEVELS, band_scores, coverage, pinball, winkler
+from tasks.prepare import ScalerParams, latest_window, split_bounds, to_price
+from tasks.train import fine_tune, train_model
+from tests.modelling.conftest import make_candles, wavy_closes
+
+TINY = preset("tiny")
+
+
+def _volatile_closes(n: int, seed: int = 1) -> np.ndarray:
+    """Calm and wild stretches of 40 days in turn: volatility clusters."""
+    rng = np.random.default_rng(seed)
+    spread = np.where((np.arange(n) // 40) % 2 == 0, 0.01, 0.05)
+    return 100.0 * np.exp(np.cumsum(rng.normal(0.0, spread)))
+
+
+def _identity_scaler() -> ScalerParams:
+    return ScalerParams(VOLATILITY_COLUMNS, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def test_band_targets_are_log_changes_that_stop_at_gaps_and_part_ends():
+    frame = make_candles(wavy_closes(60), drop=[30])
+    config = TINY.replace(band_horizon=3, band_window=4)
+    samples = band_samples(frame, config, _identity_scaler(), 0.5, "d", bounds=(40, 50))
+    close = np.log(frame["close"].to_numpy())
+    segments = (frame.index.to_series().diff() != pd.Timedelta("1D")).cumsum().to_numpy()
+    for i, t in enumerate(samples.origin):
+        assert segments[t - 3] == segments[t + 1]  # the window and the first target: one run
+        limit = 40 if t + 1 < 40 else 50 if t + 1 < 50 else len(frame)
+        for h in range(1, 4):
+            known = t + h < limit and t + h < len(frame) and segments[t + h] == segments[t]
+            if known:
+                assert samples.y[i, h - 1] == pytest.approx((close[t + h] - close[t]) / 0.5)
+            else:
+                assert np.isnan(samples.y[i, h - 1])
+    assert np.isnan(samples.y).any() and np.isfinite(samples.y).any()
+
+
+def test_volatility_inputs_are_the_return_its_size_and_the_range():
+    frame = make_candles(wavy_closes(20), drop=[10])
+    inputs = volatility_frame(frame, "d")
+    r = np.log(frame["close"]).diff()
+    assert np.isnan(inputs["log_return"].iloc[0]) and np.isnan(inputs["log_return"].iloc[10])
+    np.testing.assert_allclose(inputs["log_return"].iloc[11:], r.iloc[11:])
+    np.testing.assert_allclose(inputs["abs_return"].iloc[11:], r.abs().iloc[11:])
+    np.testing.assert_allclose(inputs["log_range"], np.log(frame["high"] / frame["low"]))
+
+
+def test_calibration_reads_the_levels_of_the_standardized_residuals():
+    config = TINY.replace(band_horizon=2, band_window=3)
+    model = lstm.build(band_config(config), 3, outputs=2)
+    kernel, bias = model.get_layer("output").get_weights()
+    model.get_layer("output").set_weights([np.zeros_like(kernel), np.log([2.0, 4.0])])
+    bands = Bands(b"", _identity_scaler(), 1.0, (), ())
+    bands.__dict__["keras_model"] = model  # the network as built, no round trip through bytes
+    rng = np.random.default_rng(0)
+    n = MIN_CALIBRATION + 30
+    y = rng.standard_t(3, (n, 2)).astype(np.float32)
+    y[:40, 1] = np.nan  # the second horizon has too few residuals: the Gaussian's levels stand
+    x = rng.normal(size=(n, 3, 3)).astype(np.float32)
+    offsets, counts = calibrate(bands, BandSamples(x, y, np.arange(n)), 2)
+    z = y[:, 0] / 2.0
+    expected = np.quantile(z, BAND_LEVELS) - np.median(z)
+    np.testing.assert_allclose(offsets[0], expected, rtol=1e-5)
+    assert counts == (n, 0)
+    np.testing.assert_allclose(offsets[1], stats.norm.ppf(BAND_LEVELS))
+
+
+def test_the_bands_never_see_the_test_part():
+    closes = _volatile_closes(300)
+    frame = make_candles(closes)
+    b = split_bounds(len(frame), TINY.val_fraction, TINY.test_fraction)[1]
+    changed = closes.copy()
+    changed[b:] *= np.exp(np.random.default_rng(5).normal(0, 0.3, len(closes) - b))
+    first, second = (train_bands(make_candles(c), TINY) for c in (closes, changed))
+    assert first.offsets == second.offsets
+    assert first.scaler == second.scaler and first.return_scale == second.return_scale
+    x = band_samples(frame, TINY, first.scaler, first.return_scale, "d").x
+    np.testing.assert_array_equal(first.sigma(x), second.sigma(x))
+
+
+def test_a_forecast_carries_ordered_bands_around_its_median_up_to_the_band_horizon():
+    frame = make_candles(_volatile_closes(300))
+    trained = train_model(frame, TINY, track_price_mape=False)
+    assert trained.bands is not None and trained.bands.horizon == TINY.band_horizon
+    out = forecast(trained, frame, horizon=5)
+    banded = out.iloc[: TINY.band_horizon]
+    for low, high in (("low95", "low80"), ("low80", "close"), ("close", "high80")):
+        assert (banded[low] < banded[high]).all()
+    assert (banded["high80"] < banded["high95"]).all()
+    assert out.iloc[TINY.band_horizon :][["low95", "high95"]].isna().all().all()
+    scores = trained.metrics["test"]["bands"]
+    assert scores["model"]["n"][0] == trained.metrics["test"]["n"]
+    assert set(scores) == {"model", "naive"} and len(scores["model"]["cov95"]) == 3
+
+
+def test_a_point_only_model_forecasts_without_bands(wavy_frame):
+    trained = train_model(wavy_frame, TINY.replace(band_horizon=0), track_price_mape=False)
+    assert trained.bands is None and "bands" not in trained.metrics["test"]
+    out = forecast(trained, wavy_frame, horizon=2)
+    assert out[["low95", "low80", "high80", "high95"]].isna().all().all()
+
+
+def test_a_fine_tune_moves_the_band_network_and_keeps_its_calibration():
+    frame = make_candles(_volatile_closes(300))
+    trained = train_model(frame, TINY, track_price_mape=False)
+    tuned = fine_tune(trained, frame, epochs=1, track_price_mape=False)
+    assert tuned.bands.offsets == trained.bands.offsets
+    assert tuned.bands.scaler == trained.bands.scaler
+    x = band_samples(frame, TINY, trained.bands.scaler, trained.bands.return_scale, "d").x
+    assert not np.array_equal(tuned.bands.sigma(x), trained.bands.sigma(x))
+
+
+def test_recursive_closes_are_one_step_forecasts_fed_back_as_candles():
+    config = TINY.replace(features=("close", "high", "volume_base"), band_horizon=0)
+    frame = make_candles(wavy_closes(200))
+    trained = train_model(frame, config, track_price_mape=False)
+    raw, origins = raw_windows(frame, config, np.array([150, len(frame) - 1]), "d")
+    closes = recursive_closes(trained.keras_model, trained.scaler, config, raw, 3)
+    for row, t in enumerate(origins):  # the same steps, one candle frame at a time
+        history = frame.iloc[: t + 1].copy()
+        for k in range(3):
+            x = latest_window(history, config, trained.scaler)
+            base = history["close"].to_numpy()[-1:]
+            close = float(to_price(lstm.predict(trained.keras_model, x), base, trained.scaler,
+                                   config)[0])  # fmt: skip
+            assert closes[row, k] == pytest.approx(close, rel=1e-6)
+            candle = history.iloc[[-1]].copy()
+            candle.index = candle.index + pd.Timedelta("1D")
+            candle[["open", "high", "low", "close"]] = close
+            history = pd.concat([history, candle])
+
+
+def test_band_scores_are_the_interval_metrics_per_horizon():
+    rng = np.random.default_rng(2)
+    actual = 100 * np.exp(rng.normal(0, 0.05, (50, 2)))
+    actual[45:, 1] = np.nan
+    spread = np.array([0.03, 0.06])[None, :, None] * rng.standard_normal((1, 1, len(BAND_LEVELS)))
+    spread = np.sort(np.broadcast_to(spread, (50, 2, len(BAND_LEVELS))), axis=2)
+    quantiles = 100 * np.exp(spread)
+    scores = band_scores(actual, quantiles)
+    assert scores["n"] == [50, 45]
+    level = {q: j for j, q in enumerate(BAND_LEVELS)}
+    for h, rows in ((0, slice(None)), (1, slice(0, 45))):
+        y, q = actual[rows, h], quantiles[rows, h]
+        assert scores["cov95"][h] == coverage(y, q[:, level[0.025]], q[:, level[0.975]])
+        assert scores["winkler95"][h] == winkler(y, q[:, level[0.025]], q[:, level[0.975]], 0.05)
+        by_level = {p: q[:, j] for p, j in level.items() if p not in (0.025, 0.975)}
+        assert scores["pinball"][h] == pytest.approx(pinball(y, by_level))
+    assert scores["calibration"]["nominal"] == [10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
+    realised = scores["calibration"]["realised"]
+    assert realised[0][7] == scores["cov80"][0] and realised[1][-1] == scores["cov95"][1]
