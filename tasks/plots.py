@@ -1,4 +1,5 @@
-"""The lecture's pictures, done honestly: PNG files of the training curves and the fits.
+"""The lecture's pictures, done honestly: PNG files of the training curves and the fits, and
+for a model with a band network the fan chart of the next days and the bands' calibration.
 
 Each figure gets fixed margins, wide enough for six-digit prices and rotated dates, instead
 of ``tight_layout``, which lays the whole figure out once more to measure it: plotting is a
@@ -14,14 +15,19 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from candlecast.core.identifiers import label as candle_label  # noqa: E402
+from tasks.forecast import forecast  # noqa: E402
 from tasks.prepare import Samples, prepare  # noqa: E402
 from tasks.trained import TrainedModel, predict_prices  # noqa: E402
 
 DPI = 110  # 11 inches wide: 1,210 pixels
+FAN_HISTORY = 90  # closes the fan chart draws before the forecast
+BAND_SHADES = {95: 0.2, 80: 0.4}  # nominal coverage: opacity (the wider band lighter)
 
 
 def plot_history(trained: TrainedModel, path: Path) -> Path:
@@ -78,8 +84,104 @@ def plot_fit(trained: TrainedModel, samples: Samples, title: str, path: Path) ->
     return _save(fig, path)
 
 
-def plot_all(trained: TrainedModel, frame: pd.DataFrame, directory: Path) -> list[Path]:
-    """History, training-part fit and test-part fit as PNG files in `directory`; their paths."""
+def plot_fan_chart(
+    trained: TrainedModel, frame: pd.DataFrame, predicted: pd.DataFrame, path: Path
+) -> Path:
+    """The newest closes, then the forecast median with its 80% and 95% bands."""
+    return _save(fan_chart_figure(trained, frame, predicted), path)
+
+
+def fan_chart_figure(
+    trained: TrainedModel, frame: pd.DataFrame, predicted: pd.DataFrame
+) -> plt.Figure:
+    """The figure of :func:`plot_fan_chart`, open (the caller closes it).
+
+    `predicted` is :func:`tasks.forecast.forecast`'s frame for the newest candle of `frame`.
+    The median and the bands start at the newest close (a band of width 0: that close is
+    known), so a band of one horizon still shows; a horizon whose band is NaN draws the
+    median only.
+    """
+    recent = frame["close"].iloc[-FAN_HISTORY:]
+    fig, ax = plt.subplots(figsize=(11, 5))
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.93)  # bottom: autofmt_xdate
+    ax.plot(recent.index, recent, color="black", lw=1.2, label="close")
+    when = recent.index[-1:].append(predicted.index)
+    start = [recent.iloc[-1]]
+    median = np.concatenate([start, predicted["close"].to_numpy(dtype=float)])
+    ax.plot(when, median, color="tab:orange", lw=1.2, marker="o", ms=3, label="median forecast")
+    for nominal, alpha in BAND_SHADES.items():
+        low = np.concatenate([start, predicted[f"low{nominal}"].to_numpy(dtype=float)])
+        high = np.concatenate([start, predicted[f"high{nominal}"].to_numpy(dtype=float)])
+        banded = np.isfinite(low) & np.isfinite(high)
+        if banded[1:].any():
+            ax.fill_between(
+                when[banded], low[banded], high[banded], color="tab:orange", alpha=alpha,
+                lw=0, label=f"{nominal}% band",
+            )  # fmt: skip
+    newest = candle_label(recent.index[-1], trained.timeframe)
+    ax.set(
+        title=f"{trained.config.name}: the next {len(predicted)} closes after {newest}",
+        ylabel="close (quote currency)",
+    )
+    ax.legend(loc="best")  # the history's swings leave no corner always free
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate(bottom=0.16)  # 0.8 inches: the rotated dates of a 5-inch figure
+    return fig
+
+
+def plot_calibration(trained: TrainedModel, path: Path) -> Path:
+    """Nominal against realised coverage of the bands on the test part, per horizon."""
+    return _save(calibration_figure(trained), path)
+
+
+def calibration_figure(trained: TrainedModel) -> plt.Figure:
+    """The figure of :func:`plot_calibration`, open (the caller closes it).
+
+    One line per horizon h = 1..H from the test part's `band_scores` calibration, the
+    diagonal (a band that covers as often as it says), and the naive band at h = 1 for
+    comparison. Raises KeyError when the test part has no band scores.
+    """
+    scores = trained.metrics["test"]["bands"]
+    model, naive = scores["model"], scores["naive"]
+    nominal = model["calibration"]["nominal"]
+    realised = model["calibration"]["realised"]
+    fig, ax = plt.subplots(figsize=(8.5, 6))
+    fig.subplots_adjust(left=0.09, right=0.67, bottom=0.1, top=0.92)  # square; legend right
+    ax.plot([0, 100], [0, 100], color="black", lw=0.8, ls=":", label="perfect calibration")
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, len(realised)))
+    for h, (row, colour) in enumerate(zip(realised, colours, strict=True), start=1):
+        ax.plot(nominal, _floats(row), color=colour, marker="o", ms=4, clip_on=False,
+                label=f"h = {h} (n = {model['n'][h - 1]})")  # fmt: skip
+    ax.plot(nominal, _floats(naive["calibration"]["realised"][0]), color="grey", ls="--",
+            marker=".", clip_on=False, label="naive band, h = 1")  # fmt: skip
+    ax.set(
+        xlim=(0, 100), ylim=(0, 100), xticks=range(0, 101, 10), yticks=range(0, 101, 10),
+        xlabel="nominal coverage (%)", ylabel="realised coverage (%)",
+        title=f"{trained.config.name}: band calibration, test part (n = {model['n'][0]} at h = 1)",
+    )  # fmt: skip
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0.0)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _floats(values: list[float | None]) -> np.ndarray:
+    """A JSON list of scores as floats, None (a horizon without rows) as NaN: not drawn."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def plot_all(
+    trained: TrainedModel,
+    frame: pd.DataFrame,
+    directory: Path,
+    predicted: pd.DataFrame | None = None,
+) -> list[Path]:
+    """History, training-part fit and test-part fit as PNG files in `directory`, and for a
+    model with a band network the fan chart and the calibration plot; their paths.
+
+    `predicted`: the forecast the fan chart draws (:func:`tasks.forecast.forecast` on
+    `frame`); None: computed here over the band network's horizon.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     prepared = prepare(frame, trained.config, trained.timeframe, scaler=trained.scaler)
@@ -88,6 +190,32 @@ def plot_all(trained: TrainedModel, frame: pd.DataFrame, directory: Path) -> lis
     for name, samples in parts:
         if len(samples):
             paths.append(_fit_plot(trained, name, samples, directory))
+    if trained.bands is not None:
+        paths.extend(_band_plots(trained, frame, directory, predicted, trained.bands.horizon))
+    return paths
+
+
+def _band_plots(
+    trained: TrainedModel,
+    frame: pd.DataFrame,
+    directory: Path,
+    predicted: pd.DataFrame | None,
+    horizon: int,
+) -> list[Path]:
+    """The fan chart, when the newest candles can be forecast from (over `horizon` periods
+    unless `predicted` is given), and the calibration plot, when the test part has band
+    scores."""
+    paths = []
+    if predicted is None:
+        try:
+            predicted = forecast(trained, frame, horizon)
+        except ValueError:  # IncompleteWindowError is one: too many newest candles missing
+            predicted = None
+    if predicted is not None:
+        paths.append(plot_fan_chart(trained, frame, predicted, directory / "fan_chart.png"))
+    test = trained.metrics.get("test") or {}
+    if any(test.get("bands", {}).get("model", {}).get("n", [])):
+        paths.append(plot_calibration(trained, directory / "calibration.png"))
     return paths
 
 
