@@ -287,7 +287,8 @@ def forecasts(
     symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this pair.")] = None,
     output: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
 ) -> None:
-    """The champions' latest forecasts (and a line for each series without a champion)."""
+    """The champions' latest forecasts with their 80% and 95% bands (and a line for each series
+    without a champion)."""
     rows = _view("latest_forecasts", symbol, ("exchange", "symbol", "timeframe", "horizon"))
     columns = [
         "symbol",
@@ -297,6 +298,10 @@ def forecasts(
         "horizon",
         "target_time",
         "predicted_close",
+        "low95",
+        "low80",
+        "high80",
+        "high95",
         "persistence_close",
         "imputed_inputs",
     ]

@@ -3,6 +3,7 @@ candle arrives. Every function takes a Session and never commits."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +13,11 @@ from sqlalchemy.orm import Session
 from db.queries import dialect_insert
 from db.schema import Candle, Forecast, ModelVersion, of_series, utcnow
 
+BAND_COLUMNS = tuple(
+    prefix + edge for prefix in ("", "naive_") for edge in ("low95", "low80", "high80", "high95")
+)
+"""A forecast row's band edges: the model's band, then the naive band around persistence."""
+
 
 def save_forecasts(
     session: Session,
@@ -20,11 +26,17 @@ def save_forecasts(
     flow_run_id: str | None = None,
 ) -> int:
     """Insert forecast rows (``as_of, target_time, horizon, predicted_close,
-    persistence_close``) of ``version``; rows already stored for the same (version, as_of,
-    horizon) are kept as they are. Returns how many were new."""
+    persistence_close``, and optionally the band edges of `BAND_COLUMNS`) of ``version``; rows
+    already stored for the same (version, as_of, horizon) are kept as they are. Returns how many
+    were new.
+
+    A band edge that is missing or NaN (past the band network's horizon, a point-only model) is
+    stored as NULL, on PostgreSQL too, where NaN is a value the views would count.
+    """
     records = [
         {
             **row,
+            **{column: _edge(row.get(column)) for column in BAND_COLUMNS},
             "version_id": version.id,
             "exchange": version.exchange,
             "symbol": version.symbol,
@@ -42,6 +54,10 @@ def save_forecasts(
         .returning(Forecast.id)
     )
     return _insert_count(session, statement, records)
+
+
+def _edge(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def _insert_count(session: Session, statement: Any, records: list[dict[str, Any]]) -> int:

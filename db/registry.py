@@ -59,6 +59,7 @@ class NewVersion:
     parent_id: int | None = None
     ingest_run_id: int | None = None
     flow_run_id: str | None = None
+    band_bytes: bytes | None = None  # the band network's .keras bytes; None: point-only
 
 
 def claim_version(session: Session, exchange: str, symbol: str, timeframe: str) -> tuple[int, int]:
@@ -135,9 +136,12 @@ def add_version(
     champion_mape_same_window: float | None,
     now: datetime | None = None,
 ) -> ModelVersion:
-    """Store ``new`` with its bytes under the next version number, as a candidate."""
+    """Store ``new`` with its bytes under the next version number, as a candidate; the band
+    network's sha256, where it has one, goes into ``details`` as ``bands_sha256``."""
     series_id, number = claim_version(session, new.exchange, new.symbol, new.timeframe)
-    fields = {k: v for k, v in new.__dict__.items() if k != "model_bytes"}
+    fields = {k: v for k, v in new.__dict__.items() if k not in {"model_bytes", "band_bytes"}}
+    if new.band_bytes is not None:
+        fields["details"] = {**new.details, "bands_sha256": _sha256(new.band_bytes)}
     version = ModelVersion(
         **fields,
         series_id=series_id,
@@ -146,12 +150,12 @@ def add_version(
         status="candidate",
         decision=decision,
         champion_mape_same_window=champion_mape_same_window,
-        sha256=hashlib.sha256(new.model_bytes).hexdigest(),
+        sha256=_sha256(new.model_bytes),
         size_bytes=len(new.model_bytes),
     )
     session.add(version)
     session.flush()
-    session.add(ModelBlob(version_id=version.id, data=new.model_bytes))
+    session.add(ModelBlob(version_id=version.id, data=new.model_bytes, bands=new.band_bytes))
     session.flush()
     return version
 
@@ -211,14 +215,37 @@ def model_bytes(session: Session, version: ModelVersion) -> bytes:
         The bytes are gone (pruned) or their sha256 differs from the registered one.
     """
     data = session.scalar(select(ModelBlob.data).where(ModelBlob.version_id == version.id))
-    label = f"{version.symbol} model v{version.version}"
+    return _checked(data, version.sha256, f"{version.symbol} model v{version.version}")
+
+
+def band_bytes(session: Session, version: ModelVersion) -> bytes | None:
+    """The ``.keras`` bytes of the version's band network, after checking them against the
+    sha256 registered in ``details["bands_sha256"]``; None for a version registered without one.
+
+    Raises
+    ------
+    TamperedModelError
+        The bytes are gone (pruned) or their sha256 differs from the registered one.
+    """
+    registered = version.details.get("bands_sha256")
+    if registered is None:
+        return None
+    data = session.scalar(select(ModelBlob.bands).where(ModelBlob.version_id == version.id))
+    return _checked(data, registered, f"{version.symbol} band network v{version.version}")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _checked(data: bytes | None, registered: str, label: str) -> bytes:
     if data is None:
         raise TamperedModelError(f"{label}: its bytes were pruned; it cannot be loaded")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != version.sha256:
+    digest = _sha256(data)
+    if digest != registered:
         raise TamperedModelError(
             f"{label}: stored bytes have sha256 {digest[:16]}..., registered "
-            f"{version.sha256[:16]}...; refusing to load a modified model"
+            f"{registered[:16]}...; refusing to load a modified model"
         )
     return bytes(data)
 

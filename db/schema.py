@@ -213,7 +213,8 @@ class ModelVersion(Base):
 
 
 class ModelBlob(Base):
-    """The ``.keras`` bytes of a version, apart so that listing versions never loads them."""
+    """The ``.keras`` bytes of a version (its point network, and its band network where it has
+    one), apart so that listing versions never loads them."""
 
     __tablename__ = "model_blobs"
 
@@ -221,6 +222,7 @@ class ModelBlob(Base):
         ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
     )
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    bands: Mapped[bytes | None] = mapped_column(LargeBinary)  # the band network; None: point-only
 
 
 class ChampionChange(Base):
@@ -239,7 +241,12 @@ class ChampionChange(Base):
 
 
 class Forecast(Base):
-    """One predicted close: by a version, from the candles up to ``as_of``, ``horizon`` ahead."""
+    """One predicted close: by a version, from the candles up to ``as_of``, ``horizon`` ahead.
+
+    The band edges are close quantiles in price units: ``low95`` 0.025, ``low80`` 0.10,
+    ``high80`` 0.90, ``high95`` 0.975 (``predicted_close`` is the median); the model's, and the
+    naive band's around persistence. NULL in older rows and for models without a band network.
+    """
 
     __tablename__ = "forecasts"
 
@@ -252,7 +259,15 @@ class Forecast(Base):
     target_time: Mapped[datetime]  # open time of the candle whose close is predicted
     horizon: Mapped[int]
     predicted_close: Mapped[float] = mapped_column(Double)
+    low95: Mapped[float | None] = mapped_column(Double)
+    low80: Mapped[float | None] = mapped_column(Double)
+    high80: Mapped[float | None] = mapped_column(Double)
+    high95: Mapped[float | None] = mapped_column(Double)
     persistence_close: Mapped[float] = mapped_column(Double)
+    naive_low95: Mapped[float | None] = mapped_column(Double)
+    naive_low80: Mapped[float | None] = mapped_column(Double)
+    naive_high80: Mapped[float | None] = mapped_column(Double)
+    naive_high95: Mapped[float | None] = mapped_column(Double)
     imputed_inputs: Mapped[int] = mapped_column(default=0, server_default="0")  # bridged candles
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
