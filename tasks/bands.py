@@ -19,6 +19,7 @@ row, nor a validation sample a test row.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -51,11 +52,12 @@ def volatility_frame(frame: pd.DataFrame, timeframe: str) -> pd.DataFrame:
 
 
 def band_config(config: ModelConfig) -> ModelConfig:
-    """The point model's config turned into the band network's: its window, units, epochs
-    and loss; one network, no dropout."""
+    """The point model's config turned into the band network's: its window, units, epochs,
+    ensemble and loss; no dropout."""
     return config.replace(
         name=f"{config.name}_bands", window=config.band_window, units=config.band_units,
-        epochs=config.band_epochs, loss="gaussian_nll", ensemble=1, dropout=0.0,
+        epochs=config.band_epochs, loss="gaussian_nll", ensemble=config.band_ensemble,
+        dropout=0.0,
     )  # fmt: skip
 
 
@@ -193,9 +195,15 @@ def newest_inputs(bands: Bands, frame: pd.DataFrame, timeframe: str) -> np.ndarr
     return scaled[None].astype(np.float32)
 
 
-def train_bands(frame: pd.DataFrame, config: ModelConfig, timeframe: str = "d") -> Bands:
+Centres = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""origins -> (the origins with complete input windows, their (m, H) point forecasts)."""
+
+
+def train_bands(
+    frame: pd.DataFrame, config: ModelConfig, timeframe: str, centres: Centres
+) -> Bands:
     """Train the band network from scratch on the training part, with early stopping on the
-    validation part, and calibrate it there.
+    validation part, and calibrate it there around the point forecasts `centres` gives.
 
     Raises ValueError when there is no training window.
     """
@@ -225,7 +233,11 @@ def train_bands(frame: pd.DataFrame, config: ModelConfig, timeframe: str = "d") 
         offsets=(), calibrated_on=(), history=history, train_seconds=seconds,
     )  # fmt: skip
     bands.__dict__["keras_model"] = model
-    offsets, counts = calibrate(bands, val, config.band_horizon)
+    usable, centre = centres(val.origin)
+    val = val.select(np.isin(val.origin, usable))
+    close = np.log(frame["close"].to_numpy(dtype=float))[val.origin]
+    shift = (np.log(centre) - close[:, None]) / return_scale if len(val) else None
+    offsets, counts = calibrate(bands, val, config.band_horizon, shift)
     calibrated = Bands(
         bands.model_bytes, scaler, return_scale, offsets, counts, history=history,
         train_seconds=seconds,
@@ -271,21 +283,35 @@ def fine_tune_bands(
 
 
 def calibrate(
-    bands: Bands, val: BandSamples, horizon: int
+    bands: Bands, val: BandSamples, horizon: int, shift: np.ndarray | None = None
 ) -> tuple[tuple[tuple[float, ...], ...], tuple[int, ...]]:
-    """Per horizon, the empirical levels of the standardized validation residuals minus their
-    median; the Gaussian's where fewer than `MIN_CALIBRATION` residuals are known."""
+    """Per horizon, the conformal levels of the standardized validation residuals
+    (:func:`conformal_levels`) minus their median; the Gaussian's where fewer than
+    `MIN_CALIBRATION` residuals are known. A residual is the target less `shift`, the point
+    forecast's log change (n, H) in the targets' unit; None: centred on persistence."""
     levels = np.asarray(BAND_LEVELS)
     gaussian = stats.norm.ppf(levels)
     sigma = bands.sigma(val.x) / bands.return_scale if len(val) else np.empty((0, horizon))
     offsets, counts = [], []
     for h in range(horizon):
-        z = val.y[:, h] / sigma[:, h] if len(val) else np.empty(0)
+        moved = val.y[:, h] - (0.0 if shift is None else shift[:, h])
+        z = moved / sigma[:, h] if len(val) else np.empty(0)
         z = z[np.isfinite(z)]
         if z.size < MIN_CALIBRATION:
             offsets.append(tuple(float(v) for v in gaussian))
             counts.append(0)
             continue
-        offsets.append(tuple(float(v) for v in np.quantile(z, levels) - np.median(z)))
+        offsets.append(tuple(float(v) for v in conformal_levels(z, levels) - np.median(z)))
         counts.append(int(z.size))
     return tuple(offsets), tuple(counts)
+
+
+def conformal_levels(z: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Split conformal's finite-sample quantiles of n residuals: the ceil((n + 1) q)-th
+    smallest for a level q above 0.5, the floor((n + 1) q)-th for one below (clipped to
+    1..n), so that a new residual falls beyond each with probability at most its tail."""
+    ranked = np.sort(z)
+    n = ranked.size
+    upper = np.asarray(levels) > 0.5
+    rank = np.where(upper, np.ceil((n + 1) * levels), np.floor((n + 1) * levels))
+    return ranked[np.clip(rank.astype(int), 1, n) - 1]

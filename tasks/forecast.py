@@ -11,8 +11,8 @@ import pandas as pd
 from candlecast.core.errors import IncompleteWindowError
 from candlecast.core.identifiers import label, period
 from models.presets import PRICE_COLUMNS, VOLUME_COLUMNS, ModelConfig
-from tasks.bands import newest_inputs
-from tasks.intervals import BAND_EDGES
+from tasks.bands import Bands, band_samples, newest_inputs
+from tasks.intervals import BAND_EDGES, band_scores, naive_quantiles
 from tasks.prepare import ScalerParams, feature_values, segment_ids, to_price
 from tasks.trained import TrainedModel
 
@@ -125,6 +125,40 @@ def recursive_closes(
         candle[:, :, prices] = close[:, None, None]
         raw = np.concatenate([raw[:, 1:], candle], axis=1)
     return out
+
+
+def backtest_bands(
+    model: Any,
+    scaler: ScalerParams,
+    config: ModelConfig,
+    bands: Bands,
+    frame: pd.DataFrame,
+    timeframe: str,
+    targets: tuple[int, int],
+) -> dict[str, dict[str, Any]] | None:
+    """The bands the model would have served from every origin whose next candle lies in
+    rows [targets[0], targets[1]) of `frame`, scored per horizon (`band_scores`) beside the
+    naive band's on the same rows; None where no origin has complete windows.
+
+    Each band is centred on the recursive point forecast from its origin; a horizon whose
+    target lies at or past row targets[1], or across a gap, is left out.
+    """
+    lo, hi = targets
+    samples = band_samples(frame, config, bands.scaler, bands.return_scale, timeframe, (lo, hi))
+    first = samples.origin + 1
+    raw, origins = raw_windows(frame, config, samples.origin[(first >= lo) & (first < hi)],
+                               timeframe)  # fmt: skip
+    if len(origins) == 0:
+        return None
+    chosen = samples.select(np.isin(samples.origin, origins))
+    centre = recursive_closes(model, scaler, config, raw, bands.horizon)
+    closes = frame["close"].to_numpy(dtype=float)
+    rows = np.minimum(origins[:, None] + np.arange(1, bands.horizon + 1), len(frame) - 1)
+    actual = np.where(np.isnan(chosen.y), np.nan, closes[rows])
+    return {
+        "model": band_scores(actual, bands.quantiles(chosen.x, centre)),
+        "naive": band_scores(actual, naive_quantiles(closes, origins, bands.horizon)),
+    }
 
 
 def forecast(trained: TrainedModel, frame: pd.DataFrame, horizon: int = 7) -> pd.DataFrame:

@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 
 from models.presets import ModelConfig
-from tasks.bands import Bands, band_samples, fine_tune_bands, train_bands
+from tasks.bands import Bands, Centres, fine_tune_bands, train_bands
 from tasks.evaluate import evaluate, mape
-from tasks.forecast import raw_windows, recursive_closes
-from tasks.intervals import band_scores, naive_quantiles
+from tasks.forecast import backtest_bands, raw_windows, recursive_closes
 from tasks.prepare import Prepared, Samples, prepare, split_bounds, to_price
 from tasks.timing import Stages
 from tasks.trained import Kind, TrainedModel, prices_from, val_ratio_of
@@ -156,6 +155,18 @@ def _result(
     return trained
 
 
+def _centres(
+    model: Any, frame: pd.DataFrame, prepared: Prepared, config: ModelConfig, timeframe: str
+) -> Centres:
+    """The point forecasts the bands are calibrated around."""
+
+    def centres(origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raw, usable = raw_windows(frame, config, origins, timeframe)
+        return usable, recursive_closes(model, prepared.scaler, config, raw, config.band_horizon)
+
+    return centres
+
+
 def _band_metrics(
     model: Any,
     frame: pd.DataFrame,
@@ -164,29 +175,15 @@ def _band_metrics(
     timeframe: str,
     bands: Bands,
 ) -> dict[str, dict[str, Any]]:
-    """The bands scored per horizon on the validation and test parts (`band_scores`), the
-    model's and the naive band's on the same rows. Each band is centred on the recursive
-    point forecast the model would have served from that origin; the validation part is the
-    one the bands were calibrated on, so only the test part is out of sample."""
+    """The bands scored per horizon on the validation and test parts (`backtest_bands`).
+    The validation part is the one the bands were calibrated on: only the test part is out
+    of sample."""
     a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
-    samples = band_samples(frame, config, bands.scaler, bands.return_scale, timeframe, (a, b))
-    closes = frame["close"].to_numpy(dtype=float)
-    scores = {}
-    for part, (lo, hi) in {"val": (a, b), "test": (b, len(frame))}.items():
-        first = samples.origin + 1
-        raw, origins = raw_windows(frame, config, samples.origin[(first >= lo) & (first < hi)],
-                                   timeframe)  # fmt: skip
-        if len(origins) == 0:
-            continue
-        part_samples = samples.select(np.isin(samples.origin, origins))
-        centre = recursive_closes(model, prepared.scaler, config, raw, bands.horizon)
-        rows = np.minimum(origins[:, None] + np.arange(1, bands.horizon + 1), len(frame) - 1)
-        actual = np.where(np.isnan(part_samples.y), np.nan, closes[rows])
-        scores[part] = {
-            "model": band_scores(actual, bands.quantiles(part_samples.x, centre)),
-            "naive": band_scores(actual, naive_quantiles(closes, origins, bands.horizon)),
-        }
-    return scores
+    scores = {
+        part: backtest_bands(model, prepared.scaler, config, bands, frame, timeframe, rows)
+        for part, rows in {"val": (a, b), "test": (b, len(frame))}.items()
+    }
+    return {part: found for part, found in scores.items() if found is not None}
 
 
 def train_model(
@@ -216,7 +213,10 @@ def train_model(
             model, prepared, prepared.train, config, config.epochs, config.patience,
             track_price_mape,
         )  # fmt: skip
-        bands = train_bands(frame, config, timeframe) if config.band_horizon else None
+        bands = None
+        if config.band_horizon:
+            centres = _centres(model, frame, prepared, config, timeframe)
+            bands = train_bands(frame, config, timeframe, centres)
     with stages("evaluate"):
         return _result(model, frame, prepared, config, timeframe, fitted, bands=bands)
 

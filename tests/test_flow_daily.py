@@ -88,9 +88,10 @@ def test_run_attaches_summary_forecast_table_and_plots(prefect_env: Settings) ->
     # the plots are the symbol's own artifact, made by its task run, in the flow run's tab
     plots = Artifact.get("plots-binance-waveusdt")
     assert plots is not None and plots.flow_run_id == flow_run_id
-    assert plots.task_run_id is not None and plots.data.count("data:image/png;base64,") == 3
+    assert plots.task_run_id is not None and plots.data.count("data:image/png;base64,") == 5
     written = sorted(prefect_env.reports_dir.glob("WAVEUSDT/v1/*.png"))
-    assert [p.name for p in written] == ["fit_test.png", "fit_train.png", "history.png"]
+    expected = ["calibration", "fan_chart", "fit_test", "fit_train", "history"]
+    assert [p.name for p in written] == [f"{name}.png" for name in expected]
     assert not any(str(p.parent) in plots.data for p in written)  # no server paths
 
 
@@ -106,8 +107,9 @@ def test_plots_policy_draws_only_the_versions_it_covers(
     assert wave.promoted and not btc.promoted  # a new champion, and a version that loses
     drawn = sorted(str(p.relative_to(settings.reports_dir)) for p in tmp_path.rglob("*.png"))
     if policy == "promoted":
-        assert drawn == [f"WAVEUSDT/v1/{n}.png" for n in ("fit_test", "fit_train", "history")]
-        assert len(wave.plots) == 3 and "plots" in wave.timings
+        names = ("calibration", "fan_chart", "fit_test", "fit_train", "history")
+        assert drawn == [f"WAVEUSDT/v1/{n}.png" for n in names]
+        assert len(wave.plots) == 5 and "plots" in wave.timings
     else:
         assert drawn == [] and wave.plots == [] and "plots" not in wave.timings
     assert btc.plots == [] and "plots" not in btc.timings

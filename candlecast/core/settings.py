@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     )
     plots: PlotPolicy = Field(
         default="all",
-        description="Which new versions get their plots (three PNG files and a plots "
+        description="Which new versions get their plots (PNG files and a plots "
         "artifact): 'all', 'promoted' (a version that becomes the champion) or 'none'. With many "
         "symbols, plotting is about half of a next-day run's work (docs/benchmarks.md).",
     )

@@ -114,18 +114,19 @@ def test_quick_run_from_the_ui_completes_and_writes_forecasts(
     page.get_by_role("tab", name="Artifacts").click()
     for key in ("daily-summary", "daily-forecasts", "plots-binance-waveusdt"):
         expect(page.get_by_text(key, exact=True)).to_be_visible(timeout=UI_TIMEOUT_MS)
-    # the plots artifact shows its three pictures, decoded by the browser (palette PNGs)
+    # the plots artifact shows its five pictures, decoded by the browser (palette PNGs)
     page.get_by_text("plots-binance-waveusdt", exact=True).click()
     # counted, checked and measured in one evaluation: the artifact page renders its
     # markdown more than once (CI saw three pictures, then none a moment later)
     loaded = """selector => {
         const pictures = [...document.querySelectorAll(selector)];
-        const done = pictures.length === 3 && pictures.every(i => i.complete);
+        const done = pictures.length === 5 && pictures.every(i => i.complete);
         return done && pictures.map(i => i.naturalWidth);
     }"""
     selector = 'img[src^="data:image/png;base64,"]'
     widths = page.wait_for_function(loaded, arg=selector, timeout=UI_TIMEOUT_MS).json_value()
-    assert widths == [1210] * 3, widths  # 0 for a picture the browser could not decode
+    # 0 for a picture the browser could not decode; the calibration plot is the narrow one
+    assert widths == [1210] * 4 + [935], widths
     expect(page.get_by_text(re.compile(r"/reports/|\.png`?$"))).to_have_count(0)  # no paths
     run_url = f"{prefect_server.url}/runs/flow-run/{flow_run_id}"
     _the_summary_fits_and_closes_read_like_prices(page, run_url)

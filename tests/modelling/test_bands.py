@@ -82,9 +82,11 @@ def test_calibration_reads_the_levels_of_the_standardized_residuals():
     y[:40, 1] = np.nan  # the second horizon has too few residuals: the Gaussian's levels stand
     x = rng.normal(size=(n, 3, 3)).astype(np.float32)
     offsets, counts = calibrate(bands, BandSamples(x, y, np.arange(n)), 2)
-    z = y[:, 0] / 2.0
-    expected = np.quantile(z, BAND_LEVELS) - np.median(z)
-    np.testing.assert_allclose(offsets[0], expected, rtol=1e-5)
+    z = np.sort(y[:, 0] / 2.0)
+    for level, offset in zip(BAND_LEVELS, offsets[0], strict=True):
+        # at least a share `level` of (n + 1) lies at or below an upper level's value
+        rank = np.ceil((n + 1) * level) if level > 0.5 else np.floor((n + 1) * level)
+        assert offset == pytest.approx(z[int(rank) - 1] - np.median(z), rel=1e-5)
     assert counts == (n, 0)
     np.testing.assert_allclose(offsets[1], stats.norm.ppf(BAND_LEVELS))
 

@@ -125,7 +125,8 @@ def test_plots_are_png_files(wavy_frame, tmp_path):
 
     trained = train_model(wavy_frame, TINY)
     paths = plot_all(trained, wavy_frame, tmp_path / "plots")
-    assert [p.name for p in paths] == ["history.png", "fit_train.png", "fit_test.png"]
+    expected = ["history", "fit_train", "fit_test", "fan_chart", "calibration"]
+    assert [p.name for p in paths] == [f"{name}.png" for name in expected]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
