@@ -20,6 +20,12 @@ from db import registry
 from db.schema import ModelVersion
 from tasks.trained import TrainedModel
 
+TIE_MARGIN = 0.001
+"""Relative difference in MAPE, or in interval score, below which two forecasts tie."""
+COVERAGE_P_VALUE = 0.01
+"""A test window's band coverage fails when a one-sided binomial test puts it this far below
+nominal: below 92.7% (95% band) or 76.1% (80%) on 560 days, 88.3% or 66.7% on 60."""
+
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -27,30 +33,93 @@ class GateDecision:
     reason: str
 
 
-def gate(
-    candidate_mape: float | None,
-    persistence_mape: float | None,
-    champion_mape: float | None,
-) -> GateDecision:
-    """Should a new version become champion?
+@dataclass(frozen=True)
+class WindowScore:
+    """How a model did on one test window: its point MAPE and, with bands, the coverage of
+    its 80% and 95% bands and its 95% interval score at h=1 (None: no bands), with the
+    persistence MAPE of the same rows."""
 
-    Only if, on the same test window, its MAPE is below persistence's and below the current
-    champion's (``champion_mape`` is None when there is no champion). Ties do not promote.
+    mape: float
+    persistence_mape: float
+    n: int = 0
+    cov80: float | None = None
+    cov95: float | None = None
+    winkler95: float | None = None
+
+    @classmethod
+    def of(cls, metrics: dict[str, Any] | None) -> WindowScore | None:
+        """From a part's metrics (``TrainedModel.metrics["test"]``); None without any."""
+        if not metrics or metrics.get("mape") is None:
+            return None
+        bands = (metrics.get("bands") or {}).get("model") or {}
+        first = {k: (bands.get(k) or [None])[0] for k in ("n", "cov80", "cov95", "winkler95")}
+        return cls(
+            metrics["mape"], metrics["persistence_mape"], first["n"] or 0,
+            first["cov80"], first["cov95"], first["winkler95"],
+        )  # fmt: skip
+
+
+def miscalibrated(score: WindowScore) -> str | None:
+    """Why the bands' coverage on the window is further below nominal than chance allows
+    (one-sided binomial test at `COVERAGE_P_VALUE`); None when it is not, or without bands.
+
+    Only too narrow a band fails: it claims more certainty than it has. One that covers more
+    than nominal is honest but wide, and the interval score charges its width."""
+    from scipy import stats
+
+    for nominal, covered in ((80, score.cov80), (95, score.cov95)):
+        if covered is None or score.n == 0:
+            continue
+        hits = round(covered / 100 * score.n)
+        test = stats.binomtest(hits, score.n, nominal / 100, alternative="less")
+        if test.pvalue < COVERAGE_P_VALUE:
+            return f"its {nominal}% band covers {covered:.1f}% of {score.n} test days"
+    return None
+
+
+def gate(
+    candidate: WindowScore | None, champion: WindowScore | None, refresh: bool = False
+) -> GateDecision:
+    """Should a new version become champion? ``champion`` is the current champion scored on
+    the candidate's test window (None: there is none); ``refresh``: the candidate is a
+    fine-tune of that champion.
+
+    - Its MAPE must beat persistence's by more than `TIE_MARGIN`: a tie is not a win.
+    - Its bands, if any, must cover as nominal within chance (:func:`miscalibrated`).
+    - Against the champion, a new lineage must beat its MAPE by the margin; a refresh (the
+      champion fine-tuned on newer candles) replaces it unless its MAPE is worse by more than
+      the margin. Either way its 95% interval score must not be worse by more than the
+      margin.
     """
-    if candidate_mape is None or persistence_mape is None or not np.isfinite(candidate_mape):
+    if candidate is None or not np.isfinite(candidate.mape):
         return GateDecision(False, "not evaluated: no test window")
-    versus = f"MAPE {candidate_mape:.3f}% vs persistence {persistence_mape:.3f}%"
-    if candidate_mape >= persistence_mape:
-        return GateDecision(False, f"does not beat persistence: {versus}")
-    if champion_mape is not None and candidate_mape >= champion_mape:
-        return GateDecision(
-            False, f"does not beat the champion ({champion_mape:.3f}%) on the same window: {versus}"
-        )
-    if champion_mape is None:
+    c = candidate
+    versus = f"MAPE {c.mape:.3f}% vs persistence {c.persistence_mape:.3f}%"
+    if c.winkler95 is not None:
+        versus += f"; 95% band covers {c.cov95:.1f}%, interval score {c.winkler95:.2f}%"
+    if c.mape >= c.persistence_mape * (1 - TIE_MARGIN):
+        return GateDecision(False, f"does not beat persistence by {TIE_MARGIN:.1%}: {versus}")
+    off = miscalibrated(c)
+    if off:
+        return GateDecision(False, f"bands not calibrated: {off}: {versus}")
+    if champion is None:
         return GateDecision(True, f"first version to beat persistence: {versus}")
-    return GateDecision(
-        True, f"beats the champion ({champion_mape:.3f}%) and persistence: {versus}"
-    )
+    against = f"the champion ({champion.mape:.3f}%) on the same window"
+    if refresh and c.mape > champion.mape * (1 + TIE_MARGIN):
+        return GateDecision(False, f"a fine-tune worse than {against}: {versus}")
+    if not refresh and c.mape >= champion.mape * (1 - TIE_MARGIN):
+        return GateDecision(False, f"does not beat {against} by {TIE_MARGIN:.1%}: {versus}")
+    if None not in (c.winkler95, champion.winkler95) and c.winkler95 > champion.winkler95 * (
+        1 + TIE_MARGIN
+    ):
+        return GateDecision(
+            False,
+            f"bands worse than the champion's (interval score {champion.winkler95:.2f}%) "
+            f"on the same window: {versus}",
+        )
+    if refresh:
+        return GateDecision(True, f"the champion refreshed, no worse than {against}: {versus}")
+    return GateDecision(True, f"beats {against} and persistence: {versus}")
 
 
 def libraries() -> dict[str, str]:
@@ -89,6 +158,7 @@ def new_version(
             "train_seconds",
             "fine_tunes_since_retrain",
             "retrain_val_ratio",
+            "bands",
         )
     }
     return registry.NewVersion(
@@ -98,6 +168,7 @@ def new_version(
         kind=trained.kind,
         preset=trained.config.name,
         model_bytes=trained.model_bytes,
+        band_bytes=trained.band_bytes,
         config=meta["config"],
         scaler=meta["scaler"],
         details=details,
@@ -119,25 +190,28 @@ def new_version(
 
 
 def load_trained(session: Session, version: ModelVersion) -> TrainedModel:
-    """The stored version as a TrainedModel; its bytes are checked against their sha256."""
+    """The stored version as a TrainedModel; its bytes (and its band network's) are checked
+    against their sha256."""
     data = registry.model_bytes(session, version)
+    details = {k: v for k, v in version.details.items() if k != "bands_sha256"}
     meta: dict[str, Any] = {
         "config": version.config,
         "scaler": version.scaler,
         "timeframe": version.timeframe,
         "metrics": version.metrics,
         "kind": version.kind,
-        **version.details,
+        **details,
     }
-    return TrainedModel.from_parts(data, meta)
+    return TrainedModel.from_parts(data, meta, registry.band_bytes(session, version))
 
 
-def mape_on_window(
+def score_on_window(
     trained: TrainedModel, frame: pd.DataFrame, start: datetime | None
-) -> float | None:
-    """``trained``'s price-space MAPE on the targets of ``frame`` from ``start`` on (inclusive),
-    with its own scaler: how a champion does on a candidate's test window."""
+) -> WindowScore | None:
+    """``trained``'s score on the targets of ``frame`` from ``start`` on (inclusive), with its
+    own scaler: how a champion does on a candidate's test window."""
     from tasks.evaluate import mape
+    from tasks.forecast import backtest_bands
     from tasks.prepare import prepare
     from tasks.trained import predict_prices
 
@@ -150,7 +224,17 @@ def mape_on_window(
     if actual.size == 0:
         return None
     predicted = np.concatenate([predict_prices(trained, p) for p in chosen if len(p)])
-    return mape(actual, predicted)
+    metrics: dict[str, Any] = {
+        "mape": mape(actual, predicted),
+        "persistence_mape": mape(actual, np.concatenate([p.base_close for p in chosen])),
+    }
+    if trained.bands is not None:
+        first = int(frame.index.searchsorted(pd.Timestamp(start)))
+        metrics["bands"] = backtest_bands(
+            trained.keras_model, trained.scaler, trained.config, trained.bands, frame,
+            trained.timeframe, (first, len(frame)),
+        )  # fmt: skip
+    return WindowScore.of(metrics)
 
 
 def register(
@@ -166,7 +250,8 @@ def register(
 ) -> ModelVersion:
     """Register ``trained`` as the next version of its series and apply the champion gate.
 
-    The current champion is scored on the new version's test window first (a read); then one
+    The current champion is scored on the new version's test window first (a read), and
+    :func:`gate` decides, a fine-tune of that champion being a refresh; then one
     write transaction stores the version, its bytes and, if it won, the champion change. A
     champion that changed in between is not overtaken blindly: the new version stays a
     candidate and says why.
@@ -182,18 +267,19 @@ def register(
     with sessions() as session:
         current = registry.champion(session, exchange, symbol, trained.timeframe)
         current_id = current.id if current else None
-        champion_mape = (
-            mape_on_window(load_trained(session, current), frame, candidate.test_start)
+        champion = (
+            score_on_window(load_trained(session, current), frame, candidate.test_start)
             if current
             else None
         )
-    decision = gate(candidate.test_mape, candidate.test_persistence_mape, champion_mape)
+    refresh = trained.kind == "fine_tune" and current_id is not None and parent_id == current_id
+    decision = gate(WindowScore.of(trained.metrics.get("test")), champion, refresh)
     with sessions.begin() as session:
         version = registry.add_version(
             session,
             candidate,
             decision=decision.reason,
-            champion_mape_same_window=champion_mape,
+            champion_mape_same_window=None if champion is None else champion.mape,
         )
         now_champion = registry.get_series(session, exchange, symbol, trained.timeframe)
         if decision.promote and now_champion and now_champion.champion_id == current_id:
@@ -211,22 +297,36 @@ def register(
 
 
 def forecast_rows(trained: TrainedModel, frame: pd.DataFrame, horizon: int) -> list[dict[str, Any]]:
-    """The next ``horizon`` closes after the newest candle of ``frame``, with persistence
-    (the newest close) and the number of bridged input candles beside each, as rows for
-    ``db.forecasts.save_forecasts``."""
+    """The next ``horizon`` closes after the newest candle of ``frame`` with their bands, and
+    beside them persistence (the newest close) with the naive band (`tasks.intervals`), and
+    the number of bridged input candles, as rows for ``db.forecasts.save_forecasts``."""
     from tasks.forecast import forecast
+    from tasks.intervals import BAND_EDGES, naive_quantiles
 
     predicted = forecast(trained, frame, horizon)
     as_of = frame.index[-1].to_pydatetime()
-    persistence = float(frame["close"].iloc[-1])
-    return [
-        {
-            "as_of": as_of,
-            "target_time": when.to_pydatetime(),
-            "horizon": int(row.step),
-            "predicted_close": float(row.close),
-            "persistence_close": persistence,
-            "imputed_inputs": int(row.imputed_inputs),
+    closes = frame["close"].to_numpy(dtype=float)
+    naive = naive_quantiles(closes, np.array([len(closes) - 1]), horizon, BAND_EDGES.values())[0]
+    rows = []
+    for (when, row), naive_edges in zip(predicted.iterrows(), naive, strict=True):
+        edges = {name: _finite(row[name]) for name in BAND_EDGES}
+        naive_band = {
+            f"naive_{name}": _finite(v) for name, v in zip(BAND_EDGES, naive_edges, strict=True)
         }
-        for when, row in predicted.iterrows()
-    ]
+        rows.append(
+            {
+                "as_of": as_of,
+                "target_time": when.to_pydatetime(),
+                "horizon": int(row.step),
+                "predicted_close": float(row.close),
+                "persistence_close": float(closes[-1]),
+                "imputed_inputs": int(row.imputed_inputs),
+                **edges,
+                **naive_band,
+            }
+        )
+    return rows
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

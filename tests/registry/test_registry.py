@@ -16,7 +16,7 @@ from db import forecasts, registry
 from db.queries import upsert_candles
 from db.schema import Forecast, ModelBlob, ModelVersion
 from db.session import session_factory
-from tasks.registry import gate
+from tasks.registry import TIE_MARGIN, WindowScore, gate, miscalibrated
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -56,17 +56,49 @@ def add(url: str, version: registry.NewVersion, promote: bool, now: datetime) ->
 # --- the gate (pure) -----------------------------------------------------------------------
 
 
+def _score(mape: float, persistence: float = 1.8, **bands: float) -> WindowScore:
+    return WindowScore(mape, persistence, **bands)
+
+
 def test_gate_promotes_only_what_beats_persistence_and_the_champion() -> None:
-    assert gate(1.5, 1.8, None).promote  # first to beat persistence
-    assert "first version to beat persistence" in gate(1.5, 1.8, None).reason
-    assert gate(1.5, 1.8, 1.6).promote  # better than champion and persistence
-    worse = gate(1.7, 1.8, 1.6)
+    assert gate(_score(1.5), None).promote  # first to beat persistence
+    assert "first version to beat persistence" in gate(_score(1.5), None).reason
+    assert gate(_score(1.5), _score(1.6)).promote  # better than champion and persistence
+    worse = gate(_score(1.7), _score(1.6))
     assert not worse.promote and "does not beat the champion (1.600%)" in worse.reason
-    loser = gate(1.9, 1.8, None)
+    loser = gate(_score(1.9), None)
     assert not loser.promote and "does not beat persistence" in loser.reason
-    assert not gate(1.8, 1.8, None).promote  # a tie does not promote
-    assert not gate(1.5, 1.8, 1.5).promote
-    assert not gate(None, None, None).promote
+    assert not gate(None, None).promote
+
+
+def test_a_tie_within_the_margin_does_not_promote() -> None:
+    assert not gate(_score(4.279, 4.279), None).promote  # the "first version" tie
+    assert not gate(_score(1.8 * (1 - TIE_MARGIN / 2)), None).promote
+    assert gate(_score(1.8 * (1 - 2 * TIE_MARGIN)), None).promote
+    assert not gate(_score(1.804), _score(1.804 * (1 + TIE_MARGIN / 2))).promote
+    assert gate(_score(1.5), _score(1.5 * (1 + 2 * TIE_MARGIN))).promote
+
+
+def test_a_fine_tune_of_the_champion_replaces_it_unless_worse() -> None:
+    champion = _score(1.6)
+    assert gate(_score(1.6 * (1 + TIE_MARGIN / 2)), champion, refresh=True).promote
+    worse = gate(_score(1.6 * (1 + 2 * TIE_MARGIN)), champion, refresh=True)
+    assert not worse.promote and "a fine-tune worse than the champion" in worse.reason
+    assert not gate(_score(1.6 * (1 + TIE_MARGIN / 2)), champion).promote  # a new lineage
+
+
+def test_bands_must_cover_within_chance_and_not_lose_to_the_champions() -> None:
+    calibrated = {"n": 560, "cov80": 79.0, "cov95": 94.5, "winkler95": 14.0}
+    assert gate(_score(1.5, **calibrated), None).promote
+    narrow = gate(_score(1.5, **{**calibrated, "cov95": 90.0}), None)
+    assert not narrow.promote and "its 95% band covers 90.0% of 560 test days" in narrow.reason
+    assert miscalibrated(WindowScore(1.5, 1.8, 560, 74.0, 95.0, 14.0)) is not None
+    assert miscalibrated(WindowScore(1.5, 1.8, 60, 74.0, 95.0, 14.0)) is None  # few days
+    assert miscalibrated(WindowScore(1.5, 1.8, 560, 99.0, 100.0, 30.0)) is None  # wide
+    champion = _score(1.6, **{**calibrated, "winkler95": 13.0})
+    worse = gate(_score(1.5, **calibrated), champion)
+    assert not worse.promote and "bands worse than the champion's" in worse.reason
+    assert gate(_score(1.5, **calibrated), _score(1.6, **calibrated)).promote
 
 
 # --- numbering ---------------------------------------------------------------------------
