@@ -56,12 +56,12 @@ class ModelConfig:
     retrain_every, degrade_tolerance:
         Policy `auto`: retrain from scratch every `retrain_every` fine-tunes, or when the
         fine-tuned validation MAPE exceeds the last retrain's by more than this relative amount.
-    band_horizon, band_window, band_units, band_epochs, band_ensemble:
+    band_horizon, band_window, band_units, band_epochs:
         The band network (tasks/bands.py): an LSTM of `band_units` over the newest
         `band_window` candles' log return, its size and the high-low range, that forecasts the
         spread of the close's log change 1..`band_horizon` periods ahead; trained up to
-        `band_epochs` epochs with the same early stopping, fine-tuned like the point network;
-        `band_ensemble` such networks average their log-spreads. 0 = point forecasts only.
+        `band_epochs` epochs with the same early stopping, fine-tuned like the point network.
+        0 = point forecasts only.
     unroll, jit_compile:
         How the same math runs, not what it is: `unroll` unrolls the LSTM over the window (no
         loop; worth it for short windows), `jit_compile` compiles the train step with XLA
@@ -96,7 +96,6 @@ class ModelConfig:
     band_window: int = 30
     band_units: tuple[int, ...] = (16,)
     band_epochs: int = 200
-    band_ensemble: int = 1
     unroll: bool = False
     jit_compile: bool | None = None
     notes: str = field(default="", compare=False)

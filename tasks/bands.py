@@ -52,12 +52,11 @@ def volatility_frame(frame: pd.DataFrame, timeframe: str) -> pd.DataFrame:
 
 
 def band_config(config: ModelConfig) -> ModelConfig:
-    """The point model's config turned into the band network's: its window, units, epochs,
-    ensemble and loss; no dropout."""
+    """The point model's config turned into the band network's: its window, units, epochs
+    and loss; one network, no dropout (three averaged gained nothing: bench/RESULTS.md)."""
     return config.replace(
         name=f"{config.name}_bands", window=config.band_window, units=config.band_units,
-        epochs=config.band_epochs, loss="gaussian_nll", ensemble=config.band_ensemble,
-        dropout=0.0,
+        epochs=config.band_epochs, loss="gaussian_nll", ensemble=1, dropout=0.0,
     )  # fmt: skip
 
 

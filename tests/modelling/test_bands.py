@@ -18,7 +18,6 @@ from tasks.bands import (
     band_config,
     band_samples,
     calibrate,
-    train_bands,
     volatility_frame,
 )
 from tasks.forecast import forecast, raw_windows, recursive_closes
@@ -97,7 +96,9 @@ def test_the_bands_never_see_the_test_part():
     b = split_bounds(len(frame), TINY.val_fraction, TINY.test_fraction)[1]
     changed = closes.copy()
     changed[b:] *= np.exp(np.random.default_rng(5).normal(0, 0.3, len(closes) - b))
-    first, second = (train_bands(make_candles(c), TINY) for c in (closes, changed))
+    first, second = (
+        train_model(make_candles(c), TINY, track_price_mape=False).bands for c in (closes, changed)
+    )
     assert first.offsets == second.offsets
     assert first.scaler == second.scaler and first.return_scale == second.return_scale
     x = band_samples(frame, TINY, first.scaler, first.return_scale, "d").x
