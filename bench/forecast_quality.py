@@ -30,9 +30,9 @@ from bench.bands import garch_quantiles
 from bench.data import DAILY_FILES, load_daily
 from candlecast.core.errors import CandlecastError
 from models.presets import ModelConfig, preset
-from tasks.bands import band_samples
+from tasks.bands import recent_offsets
 from tasks.evaluate import evaluate
-from tasks.forecast import raw_windows, recursive_closes
+from tasks.forecast import band_residuals, unseen_time
 from tasks.intervals import band_scores, naive_quantiles
 from tasks.prepare import split_bounds, windows
 from tasks.train import update_model
@@ -54,7 +54,8 @@ class Walk:
 
     def add(self, trained: TrainedModel, frame: pd.DataFrame, start: int, stop: int) -> None:
         """Predict the targets at rows [start, stop) with `trained`'s fixed weights, and the
-        bands from the origins start - 1 .. stop - 2, 1..H days ahead."""
+        bands from the origins start - 1 .. stop - 2, 1..H days ahead, as the daily flow
+        serves them (their levels from the residuals known at each origin)."""
         samples = windows(frame, trained.config, trained.scaler, trained.timeframe)
         subset = samples.select(samples.target_time.isin(frame.index[start:stop]))
         self.actual.append(subset.actual_close)
@@ -63,14 +64,14 @@ class Walk:
         bands = trained.bands
         if bands is None:
             return
-        config = trained.config
-        inputs = band_samples(frame, config, bands.scaler, bands.return_scale, "d")
-        wanted = inputs.select((inputs.origin >= start - 1) & (inputs.origin < stop - 1))
-        raw, origins = raw_windows(frame, config, wanted.origin, "d")
-        centre = recursive_closes(trained.keras_model, trained.scaler, config, raw, bands.horizon)
-        x = wanted.select(np.isin(wanted.origin, origins)).x
-        self.origins.append(origins)
-        self.quantiles.append(bands.quantiles(x, centre))
+        origins, x, centre, z = band_residuals(
+            trained.keras_model, trained.scaler, trained.config, bands, frame, "d"
+        )
+        block = (origins >= start - 1) & (origins < stop - 1)
+        unseen = int(frame.index.searchsorted(unseen_time(trained))) - 1
+        offsets = recent_offsets(z, origins, origins[block], bands.offsets, unseen)
+        self.origins.append(origins[block])
+        self.quantiles.append(bands.quantiles(x[block], centre[block], offsets))
 
     def metrics(self) -> dict[str, float | int]:
         return evaluate(

@@ -33,6 +33,10 @@ from tasks.intervals import BAND_LEVELS
 from tasks.prepare import ScalerParams, fit_scaler, segment_ids, split_bounds, window_ends
 
 VOLATILITY_COLUMNS = ("log_return", "abs_return", "log_range")
+RECALIBRATION_ORIGINS = 365
+"""A served band's levels are read from the standardized residuals of this many newest
+origins whose targets are known (a year of days): the volatility regime moves, and the
+calibration of a network trained weeks or months ago moves with it."""
 MIN_CALIBRATION = 50
 """The fewest validation residuals a horizon's quantiles are read from; below, the Gaussian's
 levels stand (with 50, the 2.5% tail holds about one residual)."""
@@ -120,11 +124,15 @@ class Bands:
         log_sigma = lstm.predict(self.keras_model, x).reshape(len(x), -1)
         return self.return_scale * np.exp(log_sigma.astype(float))
 
-    def quantiles(self, x: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    def quantiles(
+        self, x: np.ndarray, centre: np.ndarray, offsets: np.ndarray | None = None
+    ) -> np.ndarray:
         """(n, h, len(levels)) close quantiles around `centre` (n, h) point forecasts, for the
-        first h <= H horizons."""
+        first h <= H horizons, with `offsets` (n, >= h, levels) from :func:`recent_offsets`
+        or, when None, the stored calibration."""
         h = centre.shape[1]
-        spread = self.sigma(x)[:, :h, None] * np.asarray(self.offsets)[None, :h, :]
+        levels = np.asarray(self.offsets)[None] if offsets is None else np.asarray(offsets)
+        spread = self.sigma(x)[:, :h, None] * levels[:, :h, :]
         return centre[:, :, None] * np.exp(spread)
 
     def metadata(self) -> dict[str, Any]:
@@ -303,6 +311,42 @@ def calibrate(
         offsets.append(tuple(float(v) for v in conformal_levels(z, levels) - np.median(z)))
         counts.append(int(z.size))
     return tuple(offsets), tuple(counts)
+
+
+def recent_offsets(
+    z: np.ndarray,
+    origins: np.ndarray,
+    at: np.ndarray,
+    fallback: tuple[tuple[float, ...], ...],
+    unseen_from: int = 0,
+) -> np.ndarray:
+    """(m, H, levels) calibration offsets for bands served from the positions `at`.
+
+    For horizon h, the conformal levels (:func:`conformal_levels`, minus their median) of the
+    standardized residuals z of the newest `RECALIBRATION_ORIGINS` origins from
+    `unseen_from` on (the first whose target the networks were not trained on) whose h-ahead
+    close was known at t (origin + h <= t); the stored calibration `fallback` (H, levels)
+    where fewer than `MIN_CALIBRATION` are. Residuals of training rows run small: a network
+    fits its own rows.
+
+    Parameters
+    ----------
+    z: (n, H) residuals log(c_(s+h) / point_h) / sigma_h per origin s, NaN where unknown.
+    origins: (n,) the sorted positions s of those origins.
+    at: (m,) the positions bands are served from.
+    unseen_from: the first origin position whose residual may be used.
+    """
+    levels = np.asarray(BAND_LEVELS)
+    out = np.broadcast_to(np.asarray(fallback), (len(at), *np.shape(fallback))).copy()
+    for h in range(out.shape[1]):
+        known = np.isfinite(z[:, h]) & (origins >= unseen_from)
+        seen, residuals = origins[known], z[known, h]
+        ends = np.searchsorted(seen, np.asarray(at) - (h + 1), side="right")
+        for i, end in enumerate(ends):
+            recent = residuals[max(0, end - RECALIBRATION_ORIGINS) : end]
+            if recent.size >= MIN_CALIBRATION:
+                out[i, h] = conformal_levels(recent, levels) - np.median(recent)
+    return out
 
 
 def conformal_levels(z: np.ndarray, levels: np.ndarray) -> np.ndarray:

@@ -11,7 +11,13 @@ import pandas as pd
 from candlecast.core.errors import IncompleteWindowError
 from candlecast.core.identifiers import label, period
 from models.presets import PRICE_COLUMNS, VOLUME_COLUMNS, ModelConfig
-from tasks.bands import Bands, band_samples, newest_inputs
+from tasks.bands import (
+    RECALIBRATION_ORIGINS,
+    Bands,
+    band_samples,
+    newest_inputs,
+    recent_offsets,
+)
 from tasks.intervals import BAND_EDGES, band_scores, naive_quantiles
 from tasks.prepare import ScalerParams, feature_values, segment_ids, to_price
 from tasks.trained import TrainedModel
@@ -127,6 +133,37 @@ def recursive_closes(
     return out
 
 
+def band_residuals(
+    model: Any,
+    scaler: ScalerParams,
+    config: ModelConfig,
+    bands: Bands,
+    frame: pd.DataFrame,
+    timeframe: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every origin of `frame` with complete input windows, and what the model served or
+    would have served from it: (origins (n,), band inputs (n, window, 3), point forecasts
+    (n, H), standardized residuals z = log(c_(s+h) / point_h) / sigma_h, NaN where the
+    target lies past `frame` or across a gap)."""
+    samples = band_samples(frame, config, bands.scaler, bands.return_scale, timeframe)
+    raw, origins = raw_windows(frame, config, samples.origin, timeframe)
+    chosen = samples.select(np.isin(samples.origin, origins))
+    centre = recursive_closes(model, scaler, config, raw, bands.horizon)
+    closes = frame["close"].to_numpy(dtype=float)
+    rows = np.minimum(origins[:, None] + np.arange(1, bands.horizon + 1), len(frame) - 1)
+    actual = np.where(np.isnan(chosen.y), np.nan, closes[rows])
+    z = np.log(actual / centre) / bands.sigma(chosen.x) if len(origins) else centre
+    return origins, chosen.x, centre, z
+
+
+def unseen_time(trained: TrainedModel) -> pd.Timestamp:
+    """The open time of the first candle `trained` was not trained on: its validation part's
+    first target (its test part's, or after its data, without one)."""
+    data = trained.data_range
+    first = data.get("val_start") or data.get("test_start")
+    return pd.Timestamp(first) if first else pd.Timestamp(data["last"]) + pd.Timedelta(1, "ns")
+
+
 def backtest_bands(
     model: Any,
     scaler: ScalerParams,
@@ -135,29 +172,32 @@ def backtest_bands(
     frame: pd.DataFrame,
     timeframe: str,
     targets: tuple[int, int],
+    unseen_from: int,
 ) -> dict[str, dict[str, Any]] | None:
     """The bands the model would have served from every origin whose next candle lies in
     rows [targets[0], targets[1]) of `frame`, scored per horizon (`band_scores`) beside the
     naive band's on the same rows; None where no origin has complete windows.
 
-    Each band is centred on the recursive point forecast from its origin; a horizon whose
-    target lies at or past row targets[1], or across a gap, is left out.
+    Each band is served as :func:`forecast` serves it: centred on the recursive point
+    forecast, its levels read from the newest residuals known at its origin whose targets
+    lie at or after row `unseen_from`, the first the networks were not trained on
+    (`tasks.bands.recent_offsets`). A horizon whose target lies at or past row targets[1],
+    or across a gap, is left out.
     """
     lo, hi = targets
-    samples = band_samples(frame, config, bands.scaler, bands.return_scale, timeframe, (lo, hi))
-    first = samples.origin + 1
-    raw, origins = raw_windows(frame, config, samples.origin[(first >= lo) & (first < hi)],
-                               timeframe)  # fmt: skip
-    if len(origins) == 0:
+    origins, x, centre, z = band_residuals(model, scaler, config, bands, frame, timeframe)
+    chosen = (origins + 1 >= lo) & (origins + 1 < hi)
+    if not chosen.any():
         return None
-    chosen = samples.select(np.isin(samples.origin, origins))
-    centre = recursive_closes(model, scaler, config, raw, bands.horizon)
+    offsets = recent_offsets(z, origins, origins[chosen], bands.offsets, unseen_from - 1)
+    quantiles = bands.quantiles(x[chosen], centre[chosen], offsets)
     closes = frame["close"].to_numpy(dtype=float)
-    rows = np.minimum(origins[:, None] + np.arange(1, bands.horizon + 1), len(frame) - 1)
-    actual = np.where(np.isnan(chosen.y), np.nan, closes[rows])
+    ahead = origins[chosen, None] + np.arange(1, bands.horizon + 1)
+    known = np.isfinite(z[chosen]) & (ahead < hi)
+    actual = np.where(known, closes[np.minimum(ahead, len(frame) - 1)], np.nan)
     return {
-        "model": band_scores(actual, bands.quantiles(chosen.x, centre)),
-        "naive": band_scores(actual, naive_quantiles(closes, origins, bands.horizon)),
+        "model": band_scores(actual, quantiles),
+        "naive": band_scores(actual, naive_quantiles(closes, origins[chosen], bands.horizon)),
     }
 
 
@@ -166,8 +206,9 @@ def forecast(trained: TrainedModel, frame: pd.DataFrame, horizon: int = 7) -> pd
     their bands where the model has a band network.
 
     The closes come from :func:`recursive_closes`; a short gap in the newest candles is
-    bridged first (:func:`input_window`). The bands are the band network's calibrated
-    quantiles around them (tasks/bands.py), for the horizons it was trained for.
+    bridged first (:func:`input_window`). The bands are the band network's quantiles around
+    them, for the horizons it was trained for, their levels read from the residuals of the
+    newest year of origins (`tasks.bands.recent_offsets`).
 
     Parameters
     ----------
@@ -210,7 +251,14 @@ def forecast(trained: TrainedModel, frame: pd.DataFrame, horizon: int = 7) -> pd
     newest = None if bands is None else newest_inputs(bands, history, trained.timeframe)
     if newest is not None:
         reach = min(horizon, bands.horizon)
-        q = bands.quantiles(newest, closes[None, :reach])[0]
+        recent = frame.iloc[-(RECALIBRATION_ORIGINS + bands.horizon + need + 1) :]
+        origins, _, _, z = band_residuals(
+            trained.keras_model, trained.scaler, config, bands, recent, trained.timeframe
+        )
+        unseen = int(recent.index.searchsorted(unseen_time(trained))) - 1
+        at = np.array([len(recent) - 1])
+        offsets = recent_offsets(z, origins, at, bands.offsets, unseen)
+        q = bands.quantiles(newest, closes[None, :reach], offsets)[0]
         edges[:reach] = q[:, [bands.levels.index(level) for level in BAND_EDGES.values()]]
     for j, name in enumerate(BAND_EDGES):
         out[name] = edges[:, j]

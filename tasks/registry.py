@@ -211,7 +211,7 @@ def score_on_window(
     """``trained``'s score on the targets of ``frame`` from ``start`` on (inclusive), with its
     own scaler: how a champion does on a candidate's test window."""
     from tasks.evaluate import mape
-    from tasks.forecast import backtest_bands
+    from tasks.forecast import backtest_bands, unseen_time
     from tasks.prepare import prepare
     from tasks.trained import predict_prices
 
@@ -230,9 +230,10 @@ def score_on_window(
     }
     if trained.bands is not None:
         first = int(frame.index.searchsorted(pd.Timestamp(start)))
+        unseen = int(frame.index.searchsorted(unseen_time(trained)))
         metrics["bands"] = backtest_bands(
             trained.keras_model, trained.scaler, trained.config, trained.bands, frame,
-            trained.timeframe, (first, len(frame)),
+            trained.timeframe, (first, len(frame)), unseen,
         )  # fmt: skip
     return WindowScore.of(metrics)
 

@@ -180,7 +180,7 @@ def _band_metrics(
     of sample."""
     a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
     scores = {
-        part: backtest_bands(model, prepared.scaler, config, bands, frame, timeframe, rows)
+        part: backtest_bands(model, prepared.scaler, config, bands, frame, timeframe, rows, a)
         for part, rows in {"val": (a, b), "test": (b, len(frame))}.items()
     }
     return {part: found for part, found in scores.items() if found is not None}

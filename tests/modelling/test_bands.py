@@ -12,12 +12,15 @@ from models import lstm
 from models.presets import preset
 from tasks.bands import (
     MIN_CALIBRATION,
+    RECALIBRATION_ORIGINS,
     VOLATILITY_COLUMNS,
     Bands,
     BandSamples,
     band_config,
     band_samples,
     calibrate,
+    conformal_levels,
+    recent_offsets,
     volatility_frame,
 )
 from tasks.forecast import forecast, raw_windows, recursive_closes
@@ -176,3 +179,26 @@ def test_band_scores_are_the_interval_metrics_per_horizon():
     assert scores["calibration"]["nominal"] == [10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
     realised = scores["calibration"]["realised"]
     assert realised[0][7] == scores["cov80"][0] and realised[1][-1] == scores["cov95"][1]
+
+
+def test_served_levels_come_from_the_newest_residuals_known_at_the_origin():
+    rng = np.random.default_rng(4)
+    n, horizon = 900, 2
+    origins = np.arange(n)
+    z = rng.standard_normal((n, horizon))
+    z[600:] *= 3.0  # a wilder regime from origin 600 on
+    fallback = tuple(tuple(float(v) for v in stats.norm.ppf(BAND_LEVELS)) for _ in range(2))
+    at = np.array([20, 600, 601, 899])
+    offsets = recent_offsets(z, origins, at, fallback)
+    np.testing.assert_array_equal(offsets[0], np.asarray(fallback))  # too few residuals yet
+    levels = np.asarray(BAND_LEVELS)
+    for i, t in enumerate(at[1:], start=1):
+        for h in range(horizon):
+            known = z[: t - h, h][-RECALIBRATION_ORIGINS:]  # origin + (h + 1) <= t
+            expected = conformal_levels(known, levels) - np.median(known)
+            np.testing.assert_allclose(offsets[i, h], expected)
+    assert offsets[3, 0, -1] > 2 * offsets[1, 0, -1]  # a year later the band has widened
+    # residuals of the rows the networks trained on are left out
+    late = recent_offsets(z, origins, at[-1:], fallback, unseen_from=700)
+    known = z[700 : 899 - 1, 1]
+    np.testing.assert_allclose(late[0, 1], conformal_levels(known, levels) - np.median(known))
