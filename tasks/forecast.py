@@ -171,34 +171,37 @@ def backtest_bands(
     bands: Bands,
     frame: pd.DataFrame,
     timeframe: str,
-    targets: tuple[int, int],
+    parts: dict[str, tuple[int, int]],
     unseen_from: int,
-) -> dict[str, dict[str, Any]] | None:
-    """The bands the model would have served from every origin whose next candle lies in
-    rows [targets[0], targets[1]) of `frame`, scored per horizon (`band_scores`) beside the
-    naive band's on the same rows; None where no origin has complete windows.
+) -> dict[str, dict[str, Any]]:
+    """Per part, the bands the model would have served from every origin whose next candle
+    lies in its rows [lo, hi) of `frame`, scored per horizon (`band_scores`) beside the naive
+    band's on the same rows; a part without any origin with complete windows is left out.
 
     Each band is served as :func:`forecast` serves it: centred on the recursive point
     forecast, its levels read from the newest residuals known at its origin whose targets
     lie at or after row `unseen_from`, the first the networks were not trained on
-    (`tasks.bands.recent_offsets`). A horizon whose target lies at or past row targets[1],
-    or across a gap, is left out.
+    (`tasks.bands.recent_offsets`). A horizon whose target lies at or past the part's row
+    `hi`, or across a gap, is left out.
     """
-    lo, hi = targets
     origins, x, centre, z = band_residuals(model, scaler, config, bands, frame, timeframe)
-    chosen = (origins + 1 >= lo) & (origins + 1 < hi)
-    if not chosen.any():
-        return None
-    offsets = recent_offsets(z, origins, origins[chosen], bands.offsets, unseen_from - 1)
-    quantiles = bands.quantiles(x[chosen], centre[chosen], offsets)
     closes = frame["close"].to_numpy(dtype=float)
-    ahead = origins[chosen, None] + np.arange(1, bands.horizon + 1)
-    known = np.isfinite(z[chosen]) & (ahead < hi)
-    actual = np.where(known, closes[np.minimum(ahead, len(frame) - 1)], np.nan)
-    return {
-        "model": band_scores(actual, quantiles),
-        "naive": band_scores(actual, naive_quantiles(closes, origins[chosen], bands.horizon)),
-    }
+    scores = {}
+    for part, (lo, hi) in parts.items():
+        chosen = (origins + 1 >= lo) & (origins + 1 < hi)
+        if not chosen.any():
+            continue
+        offsets = recent_offsets(z, origins, origins[chosen], bands.offsets, unseen_from - 1)
+        quantiles = bands.quantiles(x[chosen], centre[chosen], offsets)
+        ahead = origins[chosen, None] + np.arange(1, bands.horizon + 1)
+        known = np.isfinite(z[chosen]) & (ahead < hi)
+        actual = np.where(known, closes[np.minimum(ahead, len(frame) - 1)], np.nan)
+        naive = naive_quantiles(closes, origins[chosen], bands.horizon)
+        scores[part] = {
+            "model": band_scores(actual, quantiles),
+            "naive": band_scores(actual, naive),
+        }
+    return scores
 
 
 def forecast(trained: TrainedModel, frame: pd.DataFrame, horizon: int = 7) -> pd.DataFrame:

@@ -233,8 +233,8 @@ def score_on_window(
         unseen = int(frame.index.searchsorted(unseen_time(trained)))
         metrics["bands"] = backtest_bands(
             trained.keras_model, trained.scaler, trained.config, trained.bands, frame,
-            trained.timeframe, (first, len(frame)), unseen,
-        )  # fmt: skip
+            trained.timeframe, {"test": (first, len(frame))}, unseen,
+        ).get("test")  # fmt: skip
     return WindowScore.of(metrics)
 
 

@@ -179,11 +179,8 @@ def _band_metrics(
     The validation part is the one the bands were calibrated on: only the test part is out
     of sample."""
     a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
-    scores = {
-        part: backtest_bands(model, prepared.scaler, config, bands, frame, timeframe, rows, a)
-        for part, rows in {"val": (a, b), "test": (b, len(frame))}.items()
-    }
-    return {part: found for part, found in scores.items() if found is not None}
+    parts = {"val": (a, b), "test": (b, len(frame))}
+    return backtest_bands(model, prepared.scaler, config, bands, frame, timeframe, parts, a)
 
 
 def train_model(
