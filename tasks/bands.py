@@ -3,10 +3,12 @@
 A small LSTM reads the newest `band_window` candles' log return, its size and the high-low
 range (what carries volatility: quiet weeks follow quiet weeks) and forecasts sigma_h, the
 spread of the close's log change h = 1..H periods ahead, trained on the Gaussian likelihood
-(`models.losses.gaussian_nll`). Its quantiles are calibrated on the validation part, horizon
-by horizon, the way split conformal prediction does for normalized residuals: the levels of
-z = log(c_(t+h) / c_t) / sigma_h there replace the Gaussian's. A band is then centred on the
-point forecast, whose median it keeps:
+(`models.losses.gaussian_nll`). Its quantiles are read horizon by horizon the way split
+conformal prediction does for normalized residuals: the conformal levels of
+z = log(c_(t+h) / point_h) / sigma_h replace the Gaussian's. A served band reads them from
+the newest residuals the networks were not trained on (:func:`recent_offsets`); the
+validation part's, stored with the model (:func:`calibrate`), stand in for a young series.
+A band is centred on the point forecast, whose median it keeps:
 
     Q_q,h = point_h * exp(sigma_h * (z_q,h - z_0.5,h))
 
@@ -18,6 +20,7 @@ row, nor a validation sample a test row.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,8 +41,8 @@ RECALIBRATION_ORIGINS = 365
 origins whose targets are known (a year of days): the volatility regime moves, and the
 calibration of a network trained weeks or months ago moves with it."""
 MIN_CALIBRATION = 50
-"""The fewest validation residuals a horizon's quantiles are read from; below, the Gaussian's
-levels stand (with 50, the 2.5% tail holds about one residual)."""
+"""The fewest residuals a horizon's levels are read from; below, the stored levels (or the
+Gaussian's) stand (with 50, the 2.5% tail holds about one residual)."""
 
 
 def volatility_frame(frame: pd.DataFrame, timeframe: str) -> pd.DataFrame:
@@ -245,10 +248,7 @@ def train_bands(
     close = np.log(frame["close"].to_numpy(dtype=float))[val.origin]
     shift = (np.log(centre) - close[:, None]) / return_scale if len(val) else None
     offsets, counts = calibrate(bands, val, config.band_horizon, shift)
-    calibrated = Bands(
-        bands.model_bytes, scaler, return_scale, offsets, counts, history=history,
-        train_seconds=seconds,
-    )  # fmt: skip
+    calibrated = dataclasses.replace(bands, offsets=offsets, calibrated_on=counts)
     calibrated.__dict__["keras_model"] = model
     return calibrated
 
