@@ -123,7 +123,7 @@ def run_daily(
 ) -> None:
     """Run the daily pipeline once (a Prefect flow run) and print the forecasts."""
     from flows.daily import daily_forecast
-    from tasks.report import forecast_table, summary_markdown
+    from tasks.report import BAND_COLUMNS, forecast_table, summary_markdown
 
     with temporary_server():
         state = _guarded(
@@ -145,15 +145,8 @@ def run_daily(
         for outcome in outcomes:  # what the table cannot say: why, e.g. no new candle
             typer.echo(f"{outcome.symbol}: {outcome.decision}")
         rows = forecast_table(outcomes)
-        columns = [
-            "symbol",
-            "version",
-            "as_of",
-            "horizon",
-            "target",
-            "predicted_close",
-            "persistence_close",
-        ]
+        columns = ["symbol", "version", "as_of", "horizon", "target", "predicted_close"]
+        columns += [*BAND_COLUMNS, "persistence_close"]
         typer.echo("")
         typer.echo(render(rows, columns, "table", empty="no forecasts: see the warnings above"))
         for outcome in outcomes:

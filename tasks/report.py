@@ -82,8 +82,16 @@ def price_decimals(price: float) -> int:
     return max(2, len(written) - written.index(".") - 1)
 
 
+BAND_COLUMNS = ("low95", "low80", "high80", "high95")
+
+
 def forecast_table(outcomes: list[SymbolOutcome]) -> list[dict[str, object]]:
-    """The champions' forecasts, each close quoted with the decimals of the last real one."""
+    """The champions' forecasts and their bands (None without), each price quoted with the
+    decimals of the last real close."""
+
+    def price(value: float | None, decimals: int) -> float | None:
+        return None if value is None else round(value, decimals)
+
     return [
         {
             "symbol": o.symbol,
@@ -91,13 +99,13 @@ def forecast_table(outcomes: list[SymbolOutcome]) -> list[dict[str, object]]:
             "as_of": str(row["as_of"])[:10],
             "horizon": row["horizon"],
             "target": str(row["target_time"])[:10],
-            "predicted_close": round(
-                row["predicted_close"], price_decimals(row["persistence_close"])
-            ),
+            "predicted_close": price(row["predicted_close"], decimals),
+            **{name: price(row.get(name), decimals) for name in BAND_COLUMNS},
             "persistence_close": row["persistence_close"],
         }
         for o in outcomes
         for row in o.forecasts
+        for decimals in [price_decimals(row["persistence_close"])]
     ]
 
 

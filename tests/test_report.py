@@ -53,6 +53,14 @@ def test_a_forecast_is_quoted_with_the_decimals_of_its_price(
     (row,) = forecast_table([outcome(persistence, predicted)])
     assert row["predicted_close"] == shown
     assert price_decimals(persistence) >= 2
+    assert row["low95"] is None  # a forecast without bands shows none
+
+
+def test_a_forecasts_bands_are_quoted_like_its_close() -> None:
+    banded = outcome(113100.01, 113123.456789)
+    banded.forecasts[0] |= {"low95": 104321.98765, "high95": 122000.004, "low80": None}
+    (row,) = forecast_table([banded])
+    assert (row["low95"], row["high95"], row["low80"]) == (104321.99, 122000.0, None)
 
 
 def test_the_summary_table_is_narrow_and_the_rest_follows_per_symbol() -> None:
