@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -205,15 +204,10 @@ def newest_inputs(bands: Bands, frame: pd.DataFrame, timeframe: str) -> np.ndarr
     return scaled[None].astype(np.float32)
 
 
-Centres = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-"""origins -> (the origins with complete input windows, their (m, H) point forecasts)."""
-
-
-def train_bands(
-    frame: pd.DataFrame, config: ModelConfig, timeframe: str, centres: Centres
-) -> Bands:
+def train_bands(frame: pd.DataFrame, config: ModelConfig, timeframe: str = "d") -> Bands:
     """Train the band network from scratch on the training part, with early stopping on the
-    validation part, and calibrate it there around the point forecasts `centres` gives.
+    validation part. Its levels are the Gaussian's until :func:`calibrate` reads them from
+    the residuals around the point forecast (`tasks.train` does, on the validation part).
 
     Raises ValueError when there is no training window.
     """
@@ -237,20 +231,14 @@ def train_bands(
         epochs=network.epochs, batch_size=network.batch_size, patience=network.patience,
         seed=network.seed,
     )  # fmt: skip
-    seconds = time.perf_counter() - started
+    gaussian, _ = calibrate(np.empty((0, config.band_horizon)))
     bands = Bands(
         model_bytes=lstm.to_bytes(model), scaler=scaler, return_scale=return_scale,
-        offsets=(), calibrated_on=(), history=history, train_seconds=seconds,
+        offsets=gaussian, calibrated_on=(0,) * config.band_horizon, history=history,
+        train_seconds=time.perf_counter() - started,
     )  # fmt: skip
     bands.__dict__["keras_model"] = model
-    usable, centre = centres(val.origin)
-    val = val.select(np.isin(val.origin, usable))
-    close = np.log(frame["close"].to_numpy(dtype=float))[val.origin]
-    shift = (np.log(centre) - close[:, None]) / return_scale if len(val) else None
-    offsets, counts = calibrate(bands, val, config.band_horizon, shift)
-    calibrated = dataclasses.replace(bands, offsets=offsets, calibrated_on=counts)
-    calibrated.__dict__["keras_model"] = model
-    return calibrated
+    return bands
 
 
 def fine_tune_bands(
@@ -281,35 +269,25 @@ def fine_tune_bands(
         model, (newest.x, newest.y), epochs=epochs or config.fine_tune_epochs,
         batch_size=config.fine_tune_batch_size or config.batch_size, seed=seed,
     )  # fmt: skip
-    tuned = Bands(
-        lstm.to_bytes(model), bands.scaler, bands.return_scale, bands.offsets,
-        bands.calibrated_on, bands.levels, history, time.perf_counter() - started,
+    tuned = dataclasses.replace(
+        bands, model_bytes=lstm.to_bytes(model), history=history,
+        train_seconds=time.perf_counter() - started,
     )  # fmt: skip
     tuned.__dict__["keras_model"] = model
     return tuned
 
 
-def calibrate(
-    bands: Bands, val: BandSamples, horizon: int, shift: np.ndarray | None = None
-) -> tuple[tuple[tuple[float, ...], ...], tuple[int, ...]]:
-    """Per horizon, the conformal levels of the standardized validation residuals
-    (:func:`conformal_levels`) minus their median; the Gaussian's where fewer than
-    `MIN_CALIBRATION` residuals are known. A residual is the target less `shift`, the point
-    forecast's log change (n, H) in the targets' unit; None: centred on persistence."""
-    levels = np.asarray(BAND_LEVELS)
-    gaussian = stats.norm.ppf(levels)
-    sigma = bands.sigma(val.x) / bands.return_scale if len(val) else np.empty((0, horizon))
+def calibrate(z: np.ndarray) -> tuple[tuple[tuple[float, ...], ...], tuple[int, ...]]:
+    """Per horizon, :func:`centred_levels` of the standardized residuals z (n, H), NaN where
+    unknown; the Gaussian's where fewer than `MIN_CALIBRATION` are known. Returns (offsets,
+    how many residuals each horizon's were read from, 0 for the Gaussian's)."""
+    gaussian = tuple(float(v) for v in stats.norm.ppf(BAND_LEVELS))
     offsets, counts = [], []
-    for h in range(horizon):
-        moved = val.y[:, h] - (0.0 if shift is None else shift[:, h])
-        z = moved / sigma[:, h] if len(val) else np.empty(0)
-        z = z[np.isfinite(z)]
-        if z.size < MIN_CALIBRATION:
-            offsets.append(tuple(float(v) for v in gaussian))
-            counts.append(0)
-            continue
-        offsets.append(tuple(float(v) for v in conformal_levels(z, levels) - np.median(z)))
-        counts.append(int(z.size))
+    for h in range(z.shape[1]):
+        known = z[np.isfinite(z[:, h]), h]
+        enough = known.size >= MIN_CALIBRATION
+        offsets.append(tuple(float(v) for v in centred_levels(known)) if enough else gaussian)
+        counts.append(int(known.size) if enough else 0)
     return tuple(offsets), tuple(counts)
 
 
@@ -322,12 +300,11 @@ def recent_offsets(
 ) -> np.ndarray:
     """(m, H, levels) calibration offsets for bands served from the positions `at`.
 
-    For horizon h, the conformal levels (:func:`conformal_levels`, minus their median) of the
-    standardized residuals z of the newest `RECALIBRATION_ORIGINS` origins from
-    `unseen_from` on (the first whose target the networks were not trained on) whose h-ahead
-    close was known at t (origin + h <= t); the stored calibration `fallback` (H, levels)
-    where fewer than `MIN_CALIBRATION` are. Residuals of training rows run small: a network
-    fits its own rows.
+    For horizon h, the :func:`centred_levels` of the standardized residuals z of the newest
+    `RECALIBRATION_ORIGINS` origins from `unseen_from` on (the first whose target the
+    networks were not trained on) whose h-ahead close was known at t (origin + h <= t); the
+    stored calibration `fallback` (H, levels) where fewer than `MIN_CALIBRATION` are.
+    Residuals of training rows run small: a network fits its own rows.
 
     Parameters
     ----------
@@ -336,7 +313,6 @@ def recent_offsets(
     at: (m,) the positions bands are served from.
     unseen_from: the first origin position whose residual may be used.
     """
-    levels = np.asarray(BAND_LEVELS)
     out = np.broadcast_to(np.asarray(fallback), (len(at), *np.shape(fallback))).copy()
     for h in range(out.shape[1]):
         known = np.isfinite(z[:, h]) & (origins >= unseen_from)
@@ -345,8 +321,14 @@ def recent_offsets(
         for i, end in enumerate(ends):
             recent = residuals[max(0, end - RECALIBRATION_ORIGINS) : end]
             if recent.size >= MIN_CALIBRATION:
-                out[i, h] = conformal_levels(recent, levels) - np.median(recent)
+                out[i, h] = centred_levels(recent)
     return out
+
+
+def centred_levels(z: np.ndarray) -> np.ndarray:
+    """The conformal levels (:func:`conformal_levels`) of residuals z at `BAND_LEVELS`, less
+    their median: a band's offsets from its centre, in units of sigma."""
+    return conformal_levels(z, np.asarray(BAND_LEVELS)) - np.median(z)
 
 
 def conformal_levels(z: np.ndarray, levels: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@ bands of its band network."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from tasks.bands import (
     RECALIBRATION_ORIGINS,
     Bands,
     band_samples,
+    calibrate,
     newest_inputs,
     recent_offsets,
 )
@@ -133,6 +135,26 @@ def recursive_closes(
     return out
 
 
+class Residuals(NamedTuple):
+    """What a model served, or would have served, from every origin of a frame with complete
+    input windows: origins (n,), band inputs x (n, window, 3), point forecasts centre (n, H),
+    and standardized residuals z = log(c_(s+h) / point_h) / sigma_h, NaN where the target
+    lies past the frame or across a gap."""
+
+    origins: np.ndarray
+    x: np.ndarray
+    centre: np.ndarray
+    z: np.ndarray
+
+    def within(self, rows: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(which origins have their next candle in rows [lo, hi), their residuals with every
+        target at or past row hi left out)."""
+        lo, hi = rows
+        chosen = (self.origins + 1 >= lo) & (self.origins + 1 < hi)
+        ahead = self.origins[chosen, None] + np.arange(1, self.z.shape[1] + 1)
+        return chosen, np.where(ahead < hi, self.z[chosen], np.nan)
+
+
 def band_residuals(
     model: Any,
     scaler: ScalerParams,
@@ -140,11 +162,9 @@ def band_residuals(
     bands: Bands,
     frame: pd.DataFrame,
     timeframe: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every origin of `frame` with complete input windows, and what the model served or
-    would have served from it: (origins (n,), band inputs (n, window, 3), point forecasts
-    (n, H), standardized residuals z = log(c_(s+h) / point_h) / sigma_h, NaN where the
-    target lies past `frame` or across a gap)."""
+) -> Residuals:
+    """The :class:`Residuals` of `frame`'s origins under the point network `model` (with its
+    `scaler` and `config`) and `bands`."""
     samples = band_samples(frame, config, bands.scaler, bands.return_scale, timeframe)
     raw, origins = raw_windows(frame, config, samples.origin, timeframe)
     chosen = samples.select(np.isin(samples.origin, origins))
@@ -153,7 +173,17 @@ def band_residuals(
     rows = np.minimum(origins[:, None] + np.arange(1, bands.horizon + 1), len(frame) - 1)
     actual = np.where(np.isnan(chosen.y), np.nan, closes[rows])
     z = np.log(actual / centre) / bands.sigma(chosen.x) if len(origins) else centre
-    return origins, chosen.x, centre, z
+    return Residuals(origins, chosen.x, centre, z)
+
+
+def calibrated(bands: Bands, residuals: Residuals, rows: tuple[int, int]) -> Bands:
+    """`bands` with its stored levels read (`tasks.bands.calibrate`) from the residuals of
+    the origins whose targets lie in rows [lo, hi): the validation part."""
+    _, z = residuals.within(rows)
+    offsets, counts = calibrate(z)
+    result = dataclasses.replace(bands, offsets=offsets, calibrated_on=counts)
+    result.__dict__["keras_model"] = bands.keras_model
+    return result
 
 
 def unseen_time(trained: TrainedModel) -> pd.Timestamp:
@@ -165,18 +195,16 @@ def unseen_time(trained: TrainedModel) -> pd.Timestamp:
 
 
 def backtest_bands(
-    model: Any,
-    scaler: ScalerParams,
-    config: ModelConfig,
+    residuals: Residuals,
     bands: Bands,
-    frame: pd.DataFrame,
-    timeframe: str,
+    closes: np.ndarray,
     parts: dict[str, tuple[int, int]],
     unseen_from: int,
 ) -> dict[str, dict[str, Any]]:
     """Per part, the bands the model would have served from every origin whose next candle
-    lies in its rows [lo, hi) of `frame`, scored per horizon (`band_scores`) beside the naive
-    band's on the same rows; a part without any origin with complete windows is left out.
+    lies in its rows [lo, hi) of the frame whose `closes` gave `residuals`, scored per
+    horizon (`band_scores`) beside the naive band's on the same rows; a part without any
+    origin with complete windows is left out.
 
     Each band is served as :func:`forecast` serves it: centred on the recursive point
     forecast, its levels read from the newest residuals known at its origin whose targets
@@ -184,22 +212,20 @@ def backtest_bands(
     (`tasks.bands.recent_offsets`). A horizon whose target lies at or past the part's row
     `hi`, or across a gap, is left out.
     """
-    origins, x, centre, z = band_residuals(model, scaler, config, bands, frame, timeframe)
-    closes = frame["close"].to_numpy(dtype=float)
+    origins, horizon = residuals.origins, bands.horizon
     scores = {}
-    for part, (lo, hi) in parts.items():
-        chosen = (origins + 1 >= lo) & (origins + 1 < hi)
+    for part, rows in parts.items():
+        chosen, z = residuals.within(rows)
         if not chosen.any():
             continue
-        offsets = recent_offsets(z, origins, origins[chosen], bands.offsets, unseen_from - 1)
-        quantiles = bands.quantiles(x[chosen], centre[chosen], offsets)
-        ahead = origins[chosen, None] + np.arange(1, bands.horizon + 1)
-        known = np.isfinite(z[chosen]) & (ahead < hi)
-        actual = np.where(known, closes[np.minimum(ahead, len(frame) - 1)], np.nan)
-        naive = naive_quantiles(closes, origins[chosen], bands.horizon)
+        at = origins[chosen]
+        offsets = recent_offsets(residuals.z, origins, at, bands.offsets, unseen_from - 1)
+        quantiles = bands.quantiles(residuals.x[chosen], residuals.centre[chosen], offsets)
+        ahead = np.minimum(at[:, None] + np.arange(1, horizon + 1), len(closes) - 1)
+        actual = np.where(np.isfinite(z), closes[ahead], np.nan)
         scores[part] = {
             "model": band_scores(actual, quantiles),
-            "naive": band_scores(actual, naive),
+            "naive": band_scores(actual, naive_quantiles(closes, at, horizon)),
         }
     return scores
 
@@ -255,12 +281,12 @@ def forecast(trained: TrainedModel, frame: pd.DataFrame, horizon: int = 7) -> pd
     if newest is not None:
         reach = min(horizon, bands.horizon)
         recent = frame.iloc[-(RECALIBRATION_ORIGINS + bands.horizon + need + 1) :]
-        origins, _, _, z = band_residuals(
+        residuals = band_residuals(
             trained.keras_model, trained.scaler, config, bands, recent, trained.timeframe
         )
         unseen = int(recent.index.searchsorted(unseen_time(trained))) - 1
         at = np.array([len(recent) - 1])
-        offsets = recent_offsets(z, origins, at, bands.offsets, unseen)
+        offsets = recent_offsets(residuals.z, residuals.origins, at, bands.offsets, unseen)
         q = bands.quantiles(newest, closes[None, :reach], offsets)[0]
         edges[:reach] = q[:, [bands.levels.index(level) for level in BAND_EDGES.values()]]
     for j, name in enumerate(BAND_EDGES):

@@ -211,7 +211,7 @@ def score_on_window(
     """``trained``'s score on the targets of ``frame`` from ``start`` on (inclusive), with its
     own scaler: how a champion does on a candidate's test window."""
     from tasks.evaluate import mape
-    from tasks.forecast import backtest_bands, unseen_time
+    from tasks.forecast import backtest_bands, band_residuals, unseen_time
     from tasks.prepare import prepare
     from tasks.trained import predict_prices
 
@@ -231,10 +231,15 @@ def score_on_window(
     if trained.bands is not None:
         first = int(frame.index.searchsorted(pd.Timestamp(start)))
         unseen = int(frame.index.searchsorted(unseen_time(trained)))
-        metrics["bands"] = backtest_bands(
+        residuals = band_residuals(
             trained.keras_model, trained.scaler, trained.config, trained.bands, frame,
-            trained.timeframe, {"test": (first, len(frame))}, unseen,
-        ).get("test")  # fmt: skip
+            trained.timeframe,
+        )  # fmt: skip
+        closes = frame["close"].to_numpy(dtype=float)
+        window = {"test": (first, len(frame))}
+        metrics["bands"] = backtest_bands(residuals, trained.bands, closes, window, unseen).get(
+            "test"
+        )
     return WindowScore.of(metrics)
 
 

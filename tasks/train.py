@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from models.presets import ModelConfig
-from tasks.bands import Bands, Centres, fine_tune_bands, train_bands
+from tasks.bands import Bands, fine_tune_bands, train_bands
 from tasks.evaluate import evaluate, mape
-from tasks.forecast import backtest_bands, raw_windows, recursive_closes
+from tasks.forecast import Residuals, backtest_bands, band_residuals, calibrated
 from tasks.prepare import Prepared, Samples, prepare, split_bounds, to_price
 from tasks.timing import Stages
 from tasks.trained import Kind, TrainedModel, prices_from, val_ratio_of
@@ -118,8 +118,10 @@ def _result(
     fitted: tuple[dict[str, list[float]], float],
     previous: TrainedModel | None = None,
     bands: Bands | None = None,
+    residuals: Residuals | None = None,
 ) -> TrainedModel:
-    """Evaluate and package; `previous` is the model a fine-tune started from (None: retrain)."""
+    """Evaluate and package; `previous` is the model a fine-tune started from (None: retrain),
+    `residuals` the bands' when already computed (`band_residuals`)."""
     from models import lstm
 
     metrics = {
@@ -127,7 +129,9 @@ def _result(
         "test": _evaluate_part(model, prepared.test, prepared, config),
     }
     if bands is not None:
-        for part, scores in _band_metrics(model, frame, prepared, config, timeframe, bands).items():
+        if residuals is None:
+            residuals = band_residuals(model, prepared.scaler, config, bands, frame, timeframe)
+        for part, scores in _band_metrics(frame, config, bands, residuals).items():
             if metrics[part] is not None:
                 metrics[part]["bands"] = scores
     if previous is None:
@@ -155,32 +159,16 @@ def _result(
     return trained
 
 
-def _centres(
-    model: Any, frame: pd.DataFrame, prepared: Prepared, config: ModelConfig, timeframe: str
-) -> Centres:
-    """The point forecasts the bands are calibrated around."""
-
-    def centres(origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raw, usable = raw_windows(frame, config, origins, timeframe)
-        return usable, recursive_closes(model, prepared.scaler, config, raw, config.band_horizon)
-
-    return centres
-
-
 def _band_metrics(
-    model: Any,
-    frame: pd.DataFrame,
-    prepared: Prepared,
-    config: ModelConfig,
-    timeframe: str,
-    bands: Bands,
+    frame: pd.DataFrame, config: ModelConfig, bands: Bands, residuals: Residuals
 ) -> dict[str, dict[str, Any]]:
     """The bands scored per horizon on the validation and test parts (`backtest_bands`).
     The validation part is the one the bands were calibrated on: only the test part is out
     of sample."""
     a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
     parts = {"val": (a, b), "test": (b, len(frame))}
-    return backtest_bands(model, prepared.scaler, config, bands, frame, timeframe, parts, a)
+    closes = frame["close"].to_numpy(dtype=float)
+    return backtest_bands(residuals, bands, closes, parts, a)
 
 
 def train_model(
@@ -210,12 +198,16 @@ def train_model(
             model, prepared, prepared.train, config, config.epochs, config.patience,
             track_price_mape,
         )  # fmt: skip
-        bands = None
+        bands = residuals = None
         if config.band_horizon:
-            centres = _centres(model, frame, prepared, config, timeframe)
-            bands = train_bands(frame, config, timeframe, centres)
+            bands = train_bands(frame, config, timeframe)
+            residuals = band_residuals(model, prepared.scaler, config, bands, frame, timeframe)
+            val = split_bounds(len(frame), config.val_fraction, config.test_fraction)
+            bands = calibrated(bands, residuals, val)
     with stages("evaluate"):
-        return _result(model, frame, prepared, config, timeframe, fitted, bands=bands)
+        return _result(
+            model, frame, prepared, config, timeframe, fitted, bands=bands, residuals=residuals
+        )
 
 
 def fine_tune(
