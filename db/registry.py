@@ -56,10 +56,15 @@ class NewVersion:
     test_mape: float | None = None
     test_persistence_mape: float | None = None
     test_skill: float | None = None
+    test_cov80: float | None = None
+    test_cov95: float | None = None
+    test_winkler95: float | None = None
     parent_id: int | None = None
     ingest_run_id: int | None = None
     flow_run_id: str | None = None
     band_bytes: bytes | None = None  # the band network's .keras bytes; None: point-only
+    served_bytes: bytes | None = None  # the served twin's point network; None: no twin
+    served_band_bytes: bytes | None = None  # the served twin's band network
 
 
 def claim_version(session: Session, exchange: str, symbol: str, timeframe: str) -> tuple[int, int]:
@@ -136,12 +141,16 @@ def add_version(
     champion_mape_same_window: float | None,
     now: datetime | None = None,
 ) -> ModelVersion:
-    """Store ``new`` with its bytes under the next version number, as a candidate; the band
-    network's sha256, where it has one, goes into ``details`` as ``bands_sha256``."""
+    """Store ``new`` with its bytes under the next version number, as a candidate. The band
+    networks' sha256, where there are any, go into ``details`` as ``bands_sha256`` and
+    ``served_bands_sha256``; the served twin's point network's into ``served_sha256``."""
     series_id, number = claim_version(session, new.exchange, new.symbol, new.timeframe)
-    fields = {k: v for k, v in new.__dict__.items() if k not in {"model_bytes", "band_bytes"}}
-    if new.band_bytes is not None:
-        fields["details"] = {**new.details, "bands_sha256": _sha256(new.band_bytes)}
+    blobs = {"model_bytes", "band_bytes", "served_bytes", "served_band_bytes"}
+    fields = {k: v for k, v in new.__dict__.items() if k not in blobs}
+    hashes = {"bands_sha256": new.band_bytes, "served_bands_sha256": new.served_band_bytes}
+    fields["details"] = new.details | {
+        key: _sha256(data) for key, data in hashes.items() if data is not None
+    }
     version = ModelVersion(
         **fields,
         series_id=series_id,
@@ -151,11 +160,19 @@ def add_version(
         decision=decision,
         champion_mape_same_window=champion_mape_same_window,
         sha256=_sha256(new.model_bytes),
+        served_sha256=None if new.served_bytes is None else _sha256(new.served_bytes),
         size_bytes=len(new.model_bytes),
     )
     session.add(version)
     session.flush()
-    session.add(ModelBlob(version_id=version.id, data=new.model_bytes, bands=new.band_bytes))
+    blob = ModelBlob(
+        version_id=version.id,
+        data=new.model_bytes,
+        bands=new.band_bytes,
+        served=new.served_bytes,
+        served_bands=new.served_band_bytes,
+    )
+    session.add(blob)
     session.flush()
     return version
 
@@ -232,6 +249,30 @@ def band_bytes(session: Session, version: ModelVersion) -> bytes | None:
         return None
     data = session.scalar(select(ModelBlob.bands).where(ModelBlob.version_id == version.id))
     return _checked(data, registered, f"{version.symbol} band network v{version.version}")
+
+
+def served_bytes(session: Session, version: ModelVersion) -> tuple[bytes, bytes | None] | None:
+    """The ``.keras`` bytes of the version's served twin: (point network, band network or
+    None), each checked against its registered sha256 (``served_sha256``, and
+    ``details["served_bands_sha256"]``); None for a version without a served twin.
+
+    Raises
+    ------
+    TamperedModelError
+        The bytes are gone (pruned) or a sha256 differs from the registered one.
+    """
+    if version.served_sha256 is None:
+        return None
+    row = session.execute(
+        select(ModelBlob.served, ModelBlob.served_bands).where(ModelBlob.version_id == version.id)
+    ).first()
+    served, bands = row if row is not None else (None, None)
+    label = f"{version.symbol} served twin v{version.version}"
+    point = _checked(served, version.served_sha256, label)
+    registered = version.details.get("served_bands_sha256")
+    if registered is None:
+        return point, None
+    return point, _checked(bands, registered, f"{label}'s band network")
 
 
 def _sha256(data: bytes) -> str:

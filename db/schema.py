@@ -199,6 +199,11 @@ class ModelVersion(Base):
     test_mape: Mapped[float | None] = mapped_column(Double)
     test_persistence_mape: Mapped[float | None] = mapped_column(Double)
     test_skill: Mapped[float | None] = mapped_column(Double)
+    # the h=1 coverage of the 80% and 95% bands and the 95% interval score, in %; None:
+    # a point-only model
+    test_cov80: Mapped[float | None] = mapped_column(Double)
+    test_cov95: Mapped[float | None] = mapped_column(Double)
+    test_winkler95: Mapped[float | None] = mapped_column(Double)
     champion_mape_same_window: Mapped[float | None] = mapped_column(Double)
     status: Mapped[str] = mapped_column(String(16))  # promoted | candidate
     decision: Mapped[str] = mapped_column(Text)
@@ -206,6 +211,7 @@ class ModelVersion(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     libraries: Mapped[dict[str, Any]]
     sha256: Mapped[str] = mapped_column(String(64))
+    served_sha256: Mapped[str | None] = mapped_column(String(64))  # None: no served twin
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     pruned_at: Mapped[datetime | None]
 
@@ -214,7 +220,8 @@ class ModelVersion(Base):
 
 class ModelBlob(Base):
     """The ``.keras`` bytes of a version (its point network, and its band network where it has
-    one), apart so that listing versions never loads them."""
+    one; the same for its served twin where it has one), apart so that listing versions never
+    loads them."""
 
     __tablename__ = "model_blobs"
 
@@ -223,6 +230,8 @@ class ModelBlob(Base):
     )
     data: Mapped[bytes] = mapped_column(LargeBinary)
     bands: Mapped[bytes | None] = mapped_column(LargeBinary)  # the band network; None: point-only
+    served: Mapped[bytes | None] = mapped_column(LargeBinary)  # the served twin's networks
+    served_bands: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class ChampionChange(Base):

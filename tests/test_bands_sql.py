@@ -1,6 +1,7 @@
 """Forecast bands in the database, on SQLite and PostgreSQL: forecast_accuracy scores them as
-tasks/intervals.py does, latest_forecasts shows them, migration 0004 goes down to 0003 exactly
-and up again, and a band network's bytes round-trip through the registry, checked."""
+tasks/intervals.py does, latest_forecasts shows them, migrations 0004 and 0005 go down to 0003
+exactly and up again, a band network's and a served twin's bytes round-trip through the
+registry, checked, and model_leaderboard shows the band scores and which versions serve."""
 
 from __future__ import annotations
 
@@ -39,8 +40,11 @@ CASES: list[tuple[float, Edges | None, Edges | None]] = [
 ]
 
 
-def register(url: str, champion: bool, band_bytes: bytes | None = None) -> ModelVersion:
-    """A BTCUSDT version whose point network is b"point", champion or a candidate."""
+def register(
+    url: str, champion: bool, band_bytes: bytes | None = None, **fields: Any
+) -> ModelVersion:
+    """A BTCUSDT version whose point network is b"point", champion or a candidate; `fields`:
+    more of `registry.NewVersion`'s."""
     new = registry.NewVersion(
         exchange="Binance",
         symbol="BTCUSDT",
@@ -54,6 +58,7 @@ def register(url: str, champion: bool, band_bytes: bytes | None = None) -> Model
         details={},
         metrics={},
         libraries={},
+        **fields,
     )
     with session_factory(url).begin() as session:
         version = registry.add_version(
@@ -193,17 +198,23 @@ def downgrade(url: str, revision: str) -> None:
         command.downgrade(config, revision)
 
 
-def test_0004_goes_down_to_0003_exactly_and_up_again(own_url: str) -> None:
+def test_0004_and_0005_go_down_to_0003_exactly_and_up_again(own_url: str) -> None:
     upgrade(own_url, "0003")
     before = schema(own_url)
-    assert upgrade(own_url) == "0004"
-    version = register(own_url, True, band_bytes=b"bands")
+    assert upgrade(own_url, "0004") == "0004"
+    with_bands = schema(own_url)
+    assert upgrade(own_url) == "0005"
+    version = register(
+        own_url, True, band_bytes=b"bands", served_bytes=b"twin", served_band_bytes=b"twin bands"
+    )
     banded = forecast(0, 1, (90.0, 95.0, 105.0, 110.0), (80.0, 90.0, 110.0, 120.0))
     with session_factory(own_url).begin() as session:
         forecasts.save_forecasts(session, version, [banded])
+    downgrade(own_url, "0004")
+    assert schema(own_url) == with_bands
     downgrade(own_url, "0003")
     assert schema(own_url) == before
-    assert upgrade(own_url) == "0004"
+    assert upgrade(own_url) == "0005"
     with session_factory(own_url)() as session:
         (row,) = registry.view_rows(session, "latest_forecasts")
         assert row["predicted_close"] == 100.0  # the row stayed, its bands went with 0003
@@ -247,3 +258,47 @@ def test_pruning_takes_the_band_bytes_with_the_model_bytes(db_url: str) -> None:
         pytest.raises(registry.TamperedModelError, match="band network v1: its bytes were pruned"),
     ):
         registry.band_bytes(session, old)
+
+
+# --- the served twin's bytes and the leaderboard ------------------------------------------------
+
+
+def test_served_twin_bytes_round_trip_and_are_checked(db_url: str) -> None:
+    twin = register(db_url, True, b"bands", served_bytes=b"twin", served_band_bytes=b"twin bands")
+    alone = register(db_url, False, b"bands")
+    assert twin.served_sha256 == hashlib.sha256(b"twin").hexdigest()
+    with session_factory(db_url)() as session:
+        assert registry.served_bytes(session, twin) == (b"twin", b"twin bands")
+        assert registry.model_bytes(session, twin) == b"point"
+        assert registry.served_bytes(session, alone) is None
+    with session_factory(db_url).begin() as session:
+        session.execute(
+            update(ModelBlob).where(ModelBlob.version_id == twin.id).values(served_bands=b"twin")
+        )
+    with (
+        session_factory(db_url)() as session,
+        pytest.raises(registry.TamperedModelError, match="served twin v1's band network: stored"),
+    ):
+        registry.served_bytes(session, twin)
+    with session_factory(db_url).begin() as session:
+        assert [v.version for v in registry.prune(session, keep=0)] == [alone.version]
+        session.execute(
+            update(ModelBlob).where(ModelBlob.version_id == twin.id).values(served=None)
+        )
+    with (
+        session_factory(db_url)() as session,
+        pytest.raises(registry.TamperedModelError, match="served twin v1: its bytes were pruned"),
+    ):
+        registry.served_bytes(session, twin)
+
+
+def test_leaderboard_shows_band_scores_and_which_versions_serve(db_url: str) -> None:
+    scores = {"test_cov80": 78.5, "test_cov95": 95.25, "test_winkler95": 14.5}
+    register(db_url, True, b"bands", served_bytes=b"twin", **scores)
+    register(db_url, False)
+    with session_factory(db_url)() as session:
+        rows = registry.view_rows(session, "model_leaderboard", "BTCUSDT", ("version",))
+    assert [{k: r[k] for k in (*scores, "served")} for r in rows] == [
+        {**scores, "served": 1},
+        {**dict.fromkeys(scores), "served": 0},
+    ]
