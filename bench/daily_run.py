@@ -50,6 +50,7 @@ STAGES = [
     "train",
     "evaluate",
     "register",
+    "refit",
     "forecast",
     "score",
     "plots",

@@ -4,13 +4,14 @@
         [--every 30] [--fine-tune-every 7] [--lecture-epochs 20] [--modes retrain auto]
         [--set KNOB=JSON ...]     # e.g. --set fine_tune_batch_size=64: a variant of the presets
 
-For each file and preset, the test period (last 20% of the candles) is walked in blocks: at the
-start of each block the model is refitted on the candles before it, then predicts every
-one-day-ahead close of the block (the inputs are real candles known the day before, the
-weights stay fixed within the block). Modes:
+For each file and preset, the test period (last 20% of the candles) is walked in blocks along
+the path the daily flow serves: at the start of each block the evaluation twin is updated on
+the candles before it and the served twin refitted on all of them (`tasks.train.refit`), which
+then predicts every one-day-ahead close of the block (the inputs are real candles known the day
+before, the weights stay fixed within the block). Modes:
   retrain  a full retrain every `--every` days (new scaler, early stopping on the newest 10%);
   auto     one retrain, then a fine-tune every `--fine-tune-every` days under policy `auto`
-           (a retrain when due or when the validation ratio degrades).
+           (a retrain when due or when the evaluation twin's validation ratio degrades).
 `lecture` is too slow to walk forward: it is trained once at the start of the test period with
 `--lecture-epochs` epochs (said in the table). Training seconds are wall-clock time of all fits.
 """
@@ -35,7 +36,7 @@ from tasks.evaluate import evaluate
 from tasks.forecast import band_residuals, unseen_time
 from tasks.intervals import band_scores, naive_quantiles
 from tasks.prepare import split_bounds, windows
-from tasks.train import update_model
+from tasks.train import refit, update_model
 from tasks.trained import TrainedModel, predict_prices
 
 
@@ -104,20 +105,22 @@ def band_table(frame: pd.DataFrame, walk: Walk, refit_every: int) -> dict[str, d
 
 
 def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int) -> Walk:
-    """Refit at the start of each `every`-day block of the test period, predict the block."""
-    fit_config = config.replace(test_fraction=0.0)
+    """Walk the test period in `every`-day blocks along the path the daily flow serves: at
+    the start of each block the evaluation twin is updated on the candles before it (under
+    `mode`'s policy, its own newest 20% held out) and its served twin refitted or fine-tuned
+    on all of them (`tasks.train.refit`), as for a series whose every version the gate
+    promotes; the served twin predicts the block."""
     start = split_bounds(len(frame), config.val_fraction, config.test_fraction)[1]
     walk, trained = Walk([], [], []), None
     for block in range(start, len(frame), every):
         policy = "retrain" if mode == "retrain" else "auto"
-        began = time.perf_counter()
-        trained = update_model(
-            trained, frame.iloc[:block], fit_config, policy=policy, track_price_mape=False
-        )
+        began, candles = time.perf_counter(), frame.iloc[:block]
+        evaluated = update_model(trained, candles, config, policy=policy, track_price_mape=False)
+        trained = refit(evaluated, trained, candles, track_price_mape=False)
         walk.seconds += time.perf_counter() - began
         walk.retrains += trained.kind == "retrain"
         walk.fine_tunes += trained.kind == "fine_tune"
-        walk.add(trained, frame, block, min(block + every, len(frame)))
+        walk.add(trained.serving, frame, block, min(block + every, len(frame)))
     return walk
 
 

@@ -29,7 +29,7 @@ from models.presets import ModelConfig
 from tasks.ingest import IngestResult, ingest_symbol
 from tasks.logs import current_flow_run_id, run_logger
 from tasks.outcome import Mode, SymbolOutcome
-from tasks.registry import forecast_rows, load_trained, register
+from tasks.registry import Verdict, forecast_rows, judge, load_trained, store
 from tasks.report import publish_plots
 from tasks.runners import SYMBOL_TIMEOUT_S
 from tasks.threads import freeze_heap
@@ -214,10 +214,11 @@ def _kept(loaded: Loaded, mode: Mode) -> Update | None:
 def _train_and_register(
     sessions: Sessions, loaded: Loaded, config: ModelConfig, mode: Mode, stages: Stages
 ) -> Update:
-    """Fine-tune or retrain (holding a training slot), then register the new version and let
-    the champion gate decide. A diverged training stores nothing: the champion stays."""
+    """Fine-tune or retrain (holding a training slot) and let the champion gate judge the
+    result; once it passes, train the served twin (`tasks.train.refit`); then register the
+    new version. A diverged training stores nothing: the champion stays."""
     from models.training import TrainingDivergedError
-    from tasks.train import update_model
+    from tasks.train import refit, update_model
 
     log, series = run_logger(), loaded.series
     try:
@@ -227,22 +228,28 @@ def _train_and_register(
             trained = update_model(
                 loaded.previous, loaded.frame, config, mode, series.timeframe, stages=stages
             )
+            _log_training(series.symbol, trained)
+            fine_tuned = loaded.base is not None and trained.kind == "fine_tune"
+            parent_id = loaded.base.id if fine_tuned else None
+            with stages("register"):
+                verdict = judge(
+                    sessions, trained, loaded.frame, exchange=series.exchange,
+                    symbol=series.symbol, parent_id=parent_id,
+                )  # fmt: skip
+            if _serves(loaded, trained, verdict):
+                with stages("refit"):
+                    trained = refit(trained, loaded.previous, loaded.frame)
+                _log_refit(series.symbol, trained)
     except TrainingDivergedError as exc:
         reason = f"training rejected: {exc}"
         log.error("%s: %s; the champion is unchanged", series.symbol, reason)
         return Update(loaded.outcome(action="rejected", decision=reason, error=reason))
-    _log_training(series.symbol, trained)
     with stages("register"):
-        version = register(
-            sessions,
-            trained,
-            loaded.frame,
-            exchange=series.exchange,
-            symbol=series.symbol,
-            parent_id=loaded.base.id if loaded.base and trained.kind == "fine_tune" else None,
-            ingest_run_id=loaded.ingest_run_id,
+        version = store(
+            sessions, trained, verdict, exchange=series.exchange, symbol=series.symbol,
+            parent_id=parent_id, ingest_run_id=loaded.ingest_run_id,
             flow_run_id=current_flow_run_id(),
-        )
+        )  # fmt: skip
     log.info("%s: v%d %s: %s", series.symbol, version.version, version.status, version.decision)
     test = trained.metrics.get("test") or {}
     outcome = loaded.outcome(
@@ -254,9 +261,35 @@ def _train_and_register(
         persistence_mape=test.get("persistence_mape"),
         skill=test.get("skill"),
         skill_p_value=test.get("skill_p_value"),
-        train_seconds=trained.train_seconds,
+        train_seconds=trained.train_seconds
+        + (trained.served.train_seconds if trained.served else 0),
     )
     return Update(outcome, trained, version, new=True)
+
+
+def _serves(loaded: Loaded, trained: TrainedModel, verdict: Verdict) -> bool:
+    """Will the new version forecast (and so need its served twin)? When the gate promotes
+    it; in a backfill, when it beats persistence (:func:`_forecaster`)."""
+    if loaded.backfill:
+        test = trained.metrics.get("test") or {}
+        return _beats_persistence(test.get("mape"), test.get("persistence_mape"))
+    return verdict.decision.promote
+
+
+def _beats_persistence(mape: float | None, persistence_mape: float | None) -> bool:
+    return (mape or float("inf")) < (persistence_mape or 0.0)
+
+
+def _log_refit(symbol: str, trained: TrainedModel) -> None:
+    twin = trained.served
+    if twin is not None:
+        run_logger().info(
+            "%s: served twin %s on every candle to %s in %.1f s",
+            symbol,
+            "refitted" if twin.kind == "retrain" else "fine-tuned",
+            twin.data_range["last"][:10],
+            twin.train_seconds,
+        )
 
 
 def _log_training(symbol: str, trained: TrainedModel) -> None:
@@ -284,7 +317,7 @@ def _forecaster(
     future, so the day's own version forecasts, if it beats persistence."""
     outcome = update.outcome
     if loaded.backfill:
-        beats = (outcome.test_mape or float("inf")) < (outcome.persistence_mape or 0.0)
+        beats = _beats_persistence(outcome.test_mape, outcome.persistence_mape)
         return (update.version, update.model) if beats else (None, None)
     champion = registry.champion(session, *loaded.series)
     if champion is None:

@@ -180,7 +180,8 @@ def plot_all(
     model with a band network the fan chart and the calibration plot; their paths.
 
     `predicted`: the forecast the fan chart draws (:func:`tasks.forecast.forecast` on
-    `frame`); None: computed here over the band network's horizon.
+    `frame`); None: computed here, by the served twin where there is one, over the band
+    network's horizon. The other plots show `trained` itself: the twin the gate scored.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -208,7 +209,7 @@ def _band_plots(
     paths = []
     if predicted is None:
         try:
-            predicted = forecast(trained, frame, horizon)
+            predicted = forecast(trained.serving, frame, horizon)
         except ValueError:  # IncompleteWindowError is one: too many newest candles missing
             predicted = None
     if predicted is not None:

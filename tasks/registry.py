@@ -159,8 +159,11 @@ def new_version(
             "fine_tunes_since_retrain",
             "retrain_val_ratio",
             "bands",
+            "served",
         )
     }
+    score = WindowScore.of(test)
+    served = trained.served_bytes
     return registry.NewVersion(
         exchange=exchange,
         symbol=symbol,
@@ -169,6 +172,8 @@ def new_version(
         preset=trained.config.name,
         model_bytes=trained.model_bytes,
         band_bytes=trained.band_bytes,
+        served_bytes=None if served is None else served[0],
+        served_band_bytes=None if served is None else served[1],
         config=meta["config"],
         scaler=meta["scaler"],
         details=details,
@@ -183,6 +188,9 @@ def new_version(
         test_mape=test.get("mape"),
         test_persistence_mape=test.get("persistence_mape"),
         test_skill=test.get("skill"),
+        test_cov80=score.cov80 if score else None,
+        test_cov95=score.cov95 if score else None,
+        test_winkler95=score.winkler95 if score else None,
         parent_id=parent_id,
         ingest_run_id=ingest_run_id,
         flow_run_id=flow_run_id,
@@ -190,10 +198,10 @@ def new_version(
 
 
 def load_trained(session: Session, version: ModelVersion) -> TrainedModel:
-    """The stored version as a TrainedModel; its bytes (and its band network's) are checked
-    against their sha256."""
+    """The stored version as a TrainedModel with its served twin; all its networks' bytes are
+    checked against their sha256."""
     data = registry.model_bytes(session, version)
-    details = {k: v for k, v in version.details.items() if k != "bands_sha256"}
+    details = {k: v for k, v in version.details.items() if not k.endswith("_sha256")}
     meta: dict[str, Any] = {
         "config": version.config,
         "scaler": version.scaler,
@@ -202,7 +210,9 @@ def load_trained(session: Session, version: ModelVersion) -> TrainedModel:
         "kind": version.kind,
         **details,
     }
-    return TrainedModel.from_parts(data, meta, registry.band_bytes(session, version))
+    return TrainedModel.from_parts(
+        data, meta, registry.band_bytes(session, version), registry.served_bytes(session, version)
+    )
 
 
 def score_on_window(
@@ -243,7 +253,17 @@ def score_on_window(
     return WindowScore.of(metrics)
 
 
-def register(
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's decision on a trained model, and the champion it was judged against (its
+    id, None: none; its MAPE on the model's test window)."""
+
+    decision: GateDecision
+    champion_id: int | None
+    champion_mape: float | None
+
+
+def judge(
     sessions: sessionmaker[Session],
     trained: TrainedModel,
     frame: pd.DataFrame,
@@ -251,17 +271,36 @@ def register(
     exchange: str,
     symbol: str,
     parent_id: int | None = None,
+) -> Verdict:
+    """Score the current champion on ``trained``'s test window (a read) and let :func:`gate`
+    decide; a fine-tune of that champion (``parent_id``) is a refresh."""
+    with sessions() as session:
+        current = registry.champion(session, exchange, symbol, trained.timeframe)
+        current_id = current.id if current else None
+        start = _time(trained.data_range.get("test_start"))
+        champion = (
+            score_on_window(load_trained(session, current), frame, start) if current else None
+        )
+    refresh = trained.kind == "fine_tune" and current_id is not None and parent_id == current_id
+    decision = gate(WindowScore.of(trained.metrics.get("test")), champion, refresh)
+    return Verdict(decision, current_id, None if champion is None else champion.mape)
+
+
+def store(
+    sessions: sessionmaker[Session],
+    trained: TrainedModel,
+    verdict: Verdict,
+    *,
+    exchange: str,
+    symbol: str,
+    parent_id: int | None = None,
     ingest_run_id: int | None = None,
     flow_run_id: str | None = None,
 ) -> ModelVersion:
-    """Register ``trained`` as the next version of its series and apply the champion gate.
-
-    The current champion is scored on the new version's test window first (a read), and
-    :func:`gate` decides, a fine-tune of that champion being a refresh; then one
-    write transaction stores the version, its bytes and, if it won, the champion change. A
-    champion that changed in between is not overtaken blindly: the new version stays a
-    candidate and says why.
-    """
+    """Store ``trained`` (with its served twin, where it has one) as the next version of its
+    series in one write transaction, and make it champion if ``verdict`` says so. A champion
+    that changed since the verdict is not overtaken blindly: the new version stays a
+    candidate and says why."""
     candidate = new_version(
         trained,
         exchange=exchange,
@@ -270,29 +309,20 @@ def register(
         ingest_run_id=ingest_run_id,
         flow_run_id=flow_run_id,
     )
-    with sessions() as session:
-        current = registry.champion(session, exchange, symbol, trained.timeframe)
-        current_id = current.id if current else None
-        champion = (
-            score_on_window(load_trained(session, current), frame, candidate.test_start)
-            if current
-            else None
-        )
-    refresh = trained.kind == "fine_tune" and current_id is not None and parent_id == current_id
-    decision = gate(WindowScore.of(trained.metrics.get("test")), champion, refresh)
+    decision = verdict.decision
     with sessions.begin() as session:
         version = registry.add_version(
             session,
             candidate,
             decision=decision.reason,
-            champion_mape_same_window=None if champion is None else champion.mape,
+            champion_mape_same_window=verdict.champion_mape,
         )
         now_champion = registry.get_series(session, exchange, symbol, trained.timeframe)
-        if decision.promote and now_champion and now_champion.champion_id == current_id:
+        if decision.promote and now_champion and now_champion.champion_id == verdict.champion_id:
             registry.promote(session, version, decision.reason)
         elif decision.promote:
             version.decision = "champion changed while this version was scored; kept as candidate"
-        elif current_id is None and now_champion is not None:
+        elif verdict.champion_id is None and now_champion is not None:
             registry.set_note(
                 session,
                 now_champion.id,
@@ -303,13 +333,14 @@ def register(
 
 
 def forecast_rows(trained: TrainedModel, frame: pd.DataFrame, horizon: int) -> list[dict[str, Any]]:
-    """The next ``horizon`` closes after the newest candle of ``frame`` with their bands, and
-    beside them persistence (the newest close) with the naive band (`tasks.intervals`), and
-    the number of bridged input candles, as rows for ``db.forecasts.save_forecasts``."""
+    """The next ``horizon`` closes after the newest candle of ``frame`` with their bands, by
+    ``trained``'s served twin where it has one (`TrainedModel.serving`), and beside them
+    persistence (the newest close) with the naive band (`tasks.intervals`), and the number
+    of bridged input candles, as rows for ``db.forecasts.save_forecasts``."""
     from tasks.forecast import forecast
     from tasks.intervals import BAND_EDGES, naive_quantiles
 
-    predicted = forecast(trained, frame, horizon)
+    predicted = forecast(trained.serving, frame, horizon)
     as_of = frame.index[-1].to_pydatetime()
     closes = frame["close"].to_numpy(dtype=float)
     naive = naive_quantiles(closes, np.array([len(closes) - 1]), horizon, BAND_EDGES.values())[0]

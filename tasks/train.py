@@ -121,14 +121,16 @@ def _result(
     residuals: Residuals | None = None,
 ) -> TrainedModel:
     """Evaluate and package; `previous` is the model a fine-tune started from (None: retrain),
-    `residuals` the bands' when already computed (`band_residuals`)."""
+    `residuals` the bands' when already computed (`band_residuals`). The bands are scored
+    only where there is a test part: a served twin's validation rows are in sample for its
+    calibration, and after a fine-tune for its networks."""
     from models import lstm
 
     metrics = {
         "val": _evaluate_part(model, prepared.val, prepared, config),
         "test": _evaluate_part(model, prepared.test, prepared, config),
     }
-    if bands is not None:
+    if bands is not None and config.test_fraction > 0:  # a served twin has no test part
         if residuals is None:
             residuals = band_residuals(model, prepared.scaler, config, bands, frame, timeframe)
         for part, scores in _band_metrics(frame, config, bands, residuals).items():
@@ -250,6 +252,31 @@ def fine_tune(
             bands = fine_tune_bands(bands, frame, config, trained.timeframe, epochs, seed)
     with stages("evaluate"):
         return _result(model, frame, prepared, config, trained.timeframe, fitted, trained, bands)
+
+
+def refit(
+    trained: TrainedModel,
+    previous: TrainedModel | None,
+    frame: pd.DataFrame,
+    track_price_mape: bool = True,
+) -> TrainedModel:
+    """`trained` with its served twin: the same recipe on every candle, the one that forecasts.
+
+    `trained`, the evaluation twin, holds the newest `test_fraction` of the candles out of
+    its training so that the champion gate can score it there; its twin trains with
+    ``test_fraction=0``, so the network that forecasts tomorrow has learnt up to today. The
+    twin follows its evaluation twin: after a retrain it is refitted from scratch (its own
+    scaler, its early stopping and band calibration on the newest `val_fraction`, which it
+    does not train on); after a fine-tune it fine-tunes `previous`'s twin on the newest
+    windows, today's included, or is refitted where `previous` has none.
+    """
+    twin = previous.served if previous is not None and trained.kind == "fine_tune" else None
+    if twin is None:
+        config = trained.config.replace(test_fraction=0.0)
+        served = train_model(frame, config, trained.timeframe, track_price_mape)
+    else:
+        served = fine_tune(twin, frame, track_price_mape=track_price_mape)
+    return trained.with_served(served)
 
 
 def decide(

@@ -3,6 +3,7 @@ in price units. TensorFlow is imported on first use, so importing this module st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,7 +27,8 @@ class TrainedModel:
     ...} from `tasks.evaluate.evaluate` (None for an empty part); data_range: first/last
     candle and split boundaries (ISO UTC); kind: retrain or fine_tune; fine_tunes_since_retrain
     and retrain_val_ratio: the `auto` policy's memory; bands: the band network (None: point
-    forecasts only).
+    forecasts only); served: the twin refitted on every candle, which forecasts once the
+    gate has passed (None: this model serves itself, as a twin or a model from before twins).
     """
 
     model_bytes: bytes = field(repr=False)
@@ -41,6 +43,19 @@ class TrainedModel:
     fine_tunes_since_retrain: int = 0
     retrain_val_ratio: float | None = None
     bands: Bands | None = None
+    served: TrainedModel | None = None
+
+    @property
+    def serving(self) -> TrainedModel:
+        """The model that forecasts: the served twin where there is one."""
+        return self.served or self
+
+    def with_served(self, served: TrainedModel) -> TrainedModel:
+        """This model with `served` as its served twin (its loaded network kept)."""
+        result = dataclasses.replace(self, served=served)
+        if "keras_model" in self.__dict__:
+            result.__dict__["keras_model"] = self.__dict__["keras_model"]
+        return result
 
     @cached_property
     def keras_model(self) -> Any:
@@ -63,6 +78,7 @@ class TrainedModel:
             "fine_tunes_since_retrain": self.fine_tunes_since_retrain,
             "retrain_val_ratio": self.retrain_val_ratio,
             "bands": None if self.bands is None else self.bands.metadata(),
+            "served": None if self.served is None else self.served.metadata(),
         }
 
     def metadata_json(self) -> str:
@@ -72,12 +88,29 @@ class TrainedModel:
     def band_bytes(self) -> bytes | None:
         return None if self.bands is None else self.bands.model_bytes
 
+    @property
+    def served_bytes(self) -> tuple[bytes, bytes | None] | None:
+        """The served twin's (point network, band network) bytes; None without one."""
+        twin = self.served
+        return None if twin is None else (twin.model_bytes, twin.band_bytes)
+
     @classmethod
     def from_parts(
-        cls, model_bytes: bytes, metadata: dict[str, Any] | str, band_bytes: bytes | None = None
+        cls,
+        model_bytes: bytes,
+        metadata: dict[str, Any] | str,
+        band_bytes: bytes | None = None,
+        served_bytes: tuple[bytes, bytes | None] | None = None,
     ) -> TrainedModel:
-        """Inverse of (`model_bytes`, `metadata()`/`metadata_json()`, `band_bytes`)."""
+        """Inverse of (`model_bytes`, `metadata()`/`metadata_json()`, `band_bytes`,
+        `served_bytes`)."""
         meta = json.loads(metadata) if isinstance(metadata, str) else dict(metadata)
+        served = meta.pop("served", None)
+        if served is not None and served_bytes is None:
+            raise ValueError("the metadata describes a served twin whose bytes are missing")
+        if served is not None:
+            twin, twin_bands = served_bytes
+            meta["served"] = cls.from_parts(twin, served, twin_bands)
         meta["config"] = ModelConfig.from_dict(meta["config"])
         meta["scaler"] = ScalerParams.from_dict(meta["scaler"])
         bands = meta.pop("bands", None)

@@ -14,12 +14,15 @@ from sqlalchemy import func, select
 
 from candlecast.core.settings import Settings
 from db import registry
+from db.queries import load_candles
 from db.schema import Forecast, ModelVersion
 from db.session import session_factory
 from flows.daily import _outcome_and_cause, backfill, daily_forecast, forecast_one
 from models import presets
 from tasks.daily import forecast_symbol
+from tasks.forecast import forecast
 from tasks.outcome import SymbolOutcome
+from tasks.registry import load_trained
 from tasks.report import plots_key
 from tests.conftest import settings_for
 
@@ -36,6 +39,16 @@ def test_daily_run_forecasts_with_a_champion_and_is_idempotent(prefect_env: Sett
         latest = registry.view_rows(session, "latest_forecasts", "WAVEUSDT", ("horizon",))
     assert [(r["version"], r["horizon"]) for r in latest] == [(1, 1), (1, 2), (1, 3)]
     assert latest[0]["predicted_close"] == pytest.approx(wave.forecasts[0]["predicted_close"])
+    # the forecast is the served twin's: v1 refitted on every candle, its test part included
+    with session_factory(url)() as session:
+        champion = registry.champion(session, "Binance", "WAVEUSDT", "d")
+        trained = load_trained(session, champion)
+        frame = load_candles(session, "Binance", "WAVEUSDT", "d")
+    twin = trained.served
+    assert champion.served_sha256 is not None and twin.data_range["test_start"] is None
+    assert champion.test_start is not None and champion.test_cov95 is not None
+    served = forecast(twin, frame, horizon=3)["close"].to_numpy()
+    assert [f["predicted_close"] for f in wave.forecasts] == pytest.approx(served, rel=1e-9)
     # run again with no new candle: no new version, v1's forecasts served, none stored twice
     state = daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=3, return_state=True)
     (again,) = state.result()
@@ -54,6 +67,9 @@ def test_losing_model_is_reported_not_served(prefect_env: Settings) -> None:
     (btc,) = daily_forecast(symbols=["BTCUSDT"], preset="tiny", horizon=2)
     assert not btc.promoted and btc.champion_version is None and btc.forecasts == []
     assert "does not beat persistence" in btc.decision
+    with session_factory(prefect_env.sqlalchemy_url())() as session:
+        (version,) = session.scalars(select(ModelVersion)).all()
+    assert version.served_sha256 is None  # it does not serve: no twin was trained
     assert any("no version beats persistence" in w for w in btc.warnings)
     with session_factory(prefect_env.sqlalchemy_url())() as session:
         (status,) = registry.view_rows(session, "series_status", "BTCUSDT")
