@@ -271,25 +271,32 @@ def test_served_twin_bytes_round_trip_and_are_checked(db_url: str) -> None:
         assert registry.served_bytes(session, twin) == (b"twin", b"twin bands")
         assert registry.model_bytes(session, twin) == b"point"
         assert registry.served_bytes(session, alone) is None
-    with session_factory(db_url).begin() as session:
-        session.execute(
-            update(ModelBlob).where(ModelBlob.version_id == twin.id).values(served_bands=b"twin")
-        )
-    with (
-        session_factory(db_url)() as session,
-        pytest.raises(registry.TamperedModelError, match="served twin v1's band network: stored"),
+    # the band network first: with the point network tampered, its check would speak first
+    for column, network in (
+        ("served_bands", "served twin v1's band network"),
+        ("served", "served twin v1"),
     ):
-        registry.served_bytes(session, twin)
+        with session_factory(db_url).begin() as session:
+            session.execute(
+                update(ModelBlob).where(ModelBlob.version_id == twin.id).values({column: b"twin!"})
+            )
+        with (
+            session_factory(db_url)() as session,
+            pytest.raises(registry.TamperedModelError, match=f"BTCUSDT {network}: stored bytes"),
+        ):
+            registry.served_bytes(session, twin)
+
+
+def test_pruning_takes_the_served_twin_with_the_model_bytes(db_url: str) -> None:
+    old = register(db_url, False, b"bands", served_bytes=b"old", served_band_bytes=b"old bands")
+    register(db_url, True, b"bands", served_bytes=b"new")
     with session_factory(db_url).begin() as session:
-        assert [v.version for v in registry.prune(session, keep=0)] == [alone.version]
-        session.execute(
-            update(ModelBlob).where(ModelBlob.version_id == twin.id).values(served=None)
-        )
+        assert [v.version for v in registry.prune(session, keep=0)] == [old.version]
     with (
         session_factory(db_url)() as session,
         pytest.raises(registry.TamperedModelError, match="served twin v1: its bytes were pruned"),
     ):
-        registry.served_bytes(session, twin)
+        registry.served_bytes(session, old)
 
 
 def test_leaderboard_shows_band_scores_and_which_versions_serve(db_url: str) -> None:
