@@ -162,7 +162,8 @@ def _the_summary_fits_and_closes_read_like_prices(page: Page, run_url: str) -> N
     )
     rows = [r for r in cells if len(r) >= 7]
     assert rows, cells
-    decimals = [tuple(len(v.partition(".")[2]) for v in (r[5], r[6])) for r in rows]
+    # predicted_close is the sixth column, persistence_close (the last close) the last
+    decimals = [tuple(len(v.partition(".")[2]) for v in (r[5], r[-1])) for r in rows]
     assert all(predicted <= max(2, last) for predicted, last in decimals), rows
 
 
