@@ -252,6 +252,7 @@ def _train_and_register(
         )  # fmt: skip
     log.info("%s: v%d %s: %s", series.symbol, version.version, version.status, version.decision)
     test = trained.metrics.get("test") or {}
+    twin_seconds = trained.served.train_seconds if trained.served is not None else 0.0
     outcome = loaded.outcome(
         action=trained.kind,
         version=version.version,
@@ -261,8 +262,7 @@ def _train_and_register(
         persistence_mape=test.get("persistence_mape"),
         skill=test.get("skill"),
         skill_p_value=test.get("skill_p_value"),
-        train_seconds=trained.train_seconds
-        + (trained.served.train_seconds if trained.served else 0),
+        train_seconds=trained.train_seconds + twin_seconds,
     )
     return Update(outcome, trained, version, new=True)
 

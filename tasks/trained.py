@@ -28,7 +28,8 @@ class TrainedModel:
     candle and split boundaries (ISO UTC); kind: retrain or fine_tune; fine_tunes_since_retrain
     and retrain_val_ratio: the `auto` policy's memory; bands: the band network (None: point
     forecasts only); served: the twin refitted on every candle, which forecasts once the
-    gate has passed (None: this model serves itself, as a twin or a model from before twins).
+    gate has passed (None: a twin itself, a version that never served, or one from before
+    twins: such a model forecasts itself).
     """
 
     model_bytes: bytes = field(repr=False)
