@@ -248,18 +248,6 @@ def test_band_bytes_round_trip_and_are_checked(db_url: str) -> None:
         registry.band_bytes(session, with_bands)
 
 
-def test_pruning_takes_the_band_bytes_with_the_model_bytes(db_url: str) -> None:
-    old = register(db_url, False, band_bytes=b"old bands")
-    register(db_url, True, band_bytes=b"new bands")
-    with session_factory(db_url).begin() as session:
-        assert [v.version for v in registry.prune(session, keep=0)] == [old.version]
-    with (
-        session_factory(db_url)() as session,
-        pytest.raises(registry.TamperedModelError, match="band network v1: its bytes were pruned"),
-    ):
-        registry.band_bytes(session, old)
-
-
 # --- the served twin's bytes and the leaderboard ------------------------------------------------
 
 
@@ -287,16 +275,20 @@ def test_served_twin_bytes_round_trip_and_are_checked(db_url: str) -> None:
             registry.served_bytes(session, twin)
 
 
-def test_pruning_takes_the_served_twin_with_the_model_bytes(db_url: str) -> None:
-    old = register(db_url, False, b"bands", served_bytes=b"old", served_band_bytes=b"old bands")
+@pytest.mark.parametrize(
+    ("reader", "network"),
+    [(registry.band_bytes, "band network"), (registry.served_bytes, "served twin")],
+)
+def test_pruning_takes_every_network_with_the_model_bytes(db_url: str, reader, network) -> None:
+    old = register(db_url, False, b"old bands", served_bytes=b"old", served_band_bytes=b"old b")
     register(db_url, True, b"bands", served_bytes=b"new")
     with session_factory(db_url).begin() as session:
         assert [v.version for v in registry.prune(session, keep=0)] == [old.version]
     with (
         session_factory(db_url)() as session,
-        pytest.raises(registry.TamperedModelError, match="served twin v1: its bytes were pruned"),
+        pytest.raises(registry.TamperedModelError, match=f"{network} v1: its bytes were pruned"),
     ):
-        registry.served_bytes(session, old)
+        reader(session, old)
 
 
 def test_leaderboard_shows_band_scores_and_which_versions_serve(db_url: str) -> None:
