@@ -21,72 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from bench.bands import garch_quantiles
 from bench.data import DAILY_FILES, load_daily
 from candlecast.core.errors import CandlecastError
 from models.presets import ModelConfig, preset
-from tasks.bands import recent_offsets
-from tasks.evaluate import evaluate
-from tasks.forecast import band_residuals, unseen_time
 from tasks.intervals import band_scores, naive_quantiles
-from tasks.prepare import split_bounds, windows
+from tasks.prepare import split_bounds
 from tasks.train import refit, update_model
-from tasks.trained import TrainedModel, predict_prices
-
-
-@dataclass
-class Walk:
-    """Predictions gathered over the test period, and the cost of producing them."""
-
-    actual: list[np.ndarray]
-    predicted: list[np.ndarray]
-    persistence: list[np.ndarray]
-    seconds: float = 0.0
-    retrains: int = 0
-    fine_tunes: int = 0
-    origins: list[np.ndarray] = field(default_factory=list)
-    quantiles: list[np.ndarray] = field(default_factory=list)
-
-    def add(self, trained: TrainedModel, frame: pd.DataFrame, start: int, stop: int) -> None:
-        """Predict the targets at rows [start, stop) with `trained`'s fixed weights, and the
-        bands from the origins start - 1 .. stop - 2, 1..H days ahead, as the daily flow
-        serves them (their levels from the residuals known at each origin)."""
-        samples = windows(frame, trained.config, trained.scaler, trained.timeframe)
-        subset = samples.select(samples.target_time.isin(frame.index[start:stop]))
-        self.actual.append(subset.actual_close)
-        self.persistence.append(subset.base_close)
-        self.predicted.append(predict_prices(trained, subset))
-        bands = trained.bands
-        if bands is None:
-            return
-        origins, x, centre, z = band_residuals(
-            trained.keras_model, trained.scaler, trained.config, bands, frame, "d"
-        )
-        block = (origins >= start - 1) & (origins < stop - 1)
-        unseen = int(frame.index.searchsorted(unseen_time(trained))) - 1
-        offsets = recent_offsets(z, origins, origins[block], bands.offsets, unseen)
-        self.origins.append(origins[block])
-        self.quantiles.append(bands.quantiles(x[block], centre[block], offsets))
-
-    def metrics(self) -> dict[str, float | int]:
-        return evaluate(
-            *(np.concatenate(v) for v in (self.actual, self.predicted, self.persistence))
-        )
-
-    def band_origins(self) -> np.ndarray:
-        return np.concatenate(self.origins) if self.origins else np.empty(0, np.int64)
-
-
-def realised(closes: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
-    """(origin, h - 1) the close h days after each origin; NaN past the last candle."""
-    rows = origins[:, None] + np.arange(1, horizon + 1)[None, :]
-    return np.where(rows < closes.size, closes[np.minimum(rows, closes.size - 1)], np.nan)
+from tasks.walk import Walk, realised
 
 
 def band_table(frame: pd.DataFrame, walk: Walk, refit_every: int) -> dict[str, dict]:
@@ -96,7 +42,7 @@ def band_table(frame: pd.DataFrame, walk: Walk, refit_every: int) -> dict[str, d
     horizon = walk.quantiles[0].shape[1]
     actual = realised(closes, origins, horizon)
     return {
-        "model": band_scores(actual, np.concatenate(walk.quantiles)),
+        "model": walk.band_scores(closes),
         "naive": band_scores(actual, naive_quantiles(closes, origins, horizon)),
         "garch": band_scores(
             actual, garch_quantiles(frame["close"], origins, horizon, refit_every)
@@ -111,7 +57,7 @@ def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int
     on all of them (`tasks.train.refit`), as for a series whose every version the gate
     promotes; the served twin predicts the block."""
     start = split_bounds(len(frame), config.val_fraction, config.test_fraction)[1]
-    walk, trained = Walk([], [], []), None
+    walk, trained = Walk(), None
     for block in range(start, len(frame), every):
         policy = "retrain" if mode == "retrain" else "auto"
         began, candles = time.perf_counter(), frame.iloc[:block]
