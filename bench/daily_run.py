@@ -50,6 +50,7 @@ STAGES = [
     "train",
     "evaluate",
     "register",
+    "walk",
     "refit",
     "forecast",
     "score",

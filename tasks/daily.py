@@ -231,11 +231,10 @@ def _train_and_register(
             _log_training(series.symbol, trained)
             fine_tuned = loaded.base is not None and trained.kind == "fine_tune"
             parent_id = loaded.base.id if fine_tuned else None
-            with stages("register"):
-                verdict = judge(
-                    sessions, trained, loaded.frame, exchange=series.exchange,
-                    symbol=series.symbol, parent_id=parent_id,
-                )  # fmt: skip
+            verdict = judge(
+                sessions, trained, loaded.frame, exchange=series.exchange,
+                symbol=series.symbol, parent_id=parent_id, stages=stages,
+            )  # fmt: skip
             if _serves(loaded, trained, verdict):
                 with stages("refit"):
                     trained = refit(trained, loaded.previous, loaded.frame)

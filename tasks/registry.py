@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from candlecast import __version__
 from db import registry
 from db.schema import ModelVersion
+from tasks.timing import Stages
 from tasks.trained import TrainedModel
+from tasks.walk import WALK_EVERY, served_walk
 
 TIE_MARGIN = 0.001
 """Relative difference in MAPE, or in interval score, below which two forecasts tie."""
@@ -77,15 +79,27 @@ def miscalibrated(score: WindowScore) -> str | None:
     return None
 
 
+def beats_persistence(score: WindowScore) -> bool:
+    """Does the window's MAPE beat persistence's by more than `TIE_MARGIN`?"""
+    return score.mape < score.persistence_mape * (1 - TIE_MARGIN)
+
+
 def gate(
-    candidate: WindowScore | None, champion: WindowScore | None, refresh: bool = False
+    candidate: WindowScore | None,
+    champion: WindowScore | None,
+    refresh: bool = False,
+    walked: WindowScore | None = None,
 ) -> GateDecision:
     """Should a new version become champion? ``champion`` is the current champion scored on
     the candidate's test window (None: there is none); ``refresh``: the candidate is a
-    fine-tune of that champion.
+    fine-tune of that champion; ``walked``: the candidate's test window walked along the
+    served path (`tasks.walk.served_walk`), whose bands are the ones that would be served.
 
     - Its MAPE must beat persistence's by more than `TIE_MARGIN`: a tie is not a win.
-    - Its bands, if any, must cover as nominal within chance (:func:`miscalibrated`).
+    - A new lineage's bands, if any, must cover as nominal within chance
+      (:func:`miscalibrated`) on the walked window (on the static one without a walk). A
+      refresh was tested when its lineage began, and answers to the champion's interval
+      score instead.
     - Against the champion, a new lineage must beat its MAPE by the margin; a refresh (the
       champion fine-tuned on newer candles) replaces it unless its MAPE is worse by more than
       the margin. Either way its 95% interval score must not be worse by more than the
@@ -97,11 +111,17 @@ def gate(
     versus = f"MAPE {c.mape:.3f}% vs persistence {c.persistence_mape:.3f}%"
     if c.winkler95 is not None:
         versus += f"; 95% band covers {c.cov95:.1f}%, interval score {c.winkler95:.2f}%"
-    if c.mape >= c.persistence_mape * (1 - TIE_MARGIN):
+    if walked is not None and walked.cov95 is not None:
+        versus += (
+            f"; served path walked: 80% and 95% bands cover {walked.cov80:.1f}% and "
+            f"{walked.cov95:.1f}%"
+        )
+    if not beats_persistence(c):
         return GateDecision(False, f"does not beat persistence by {TIE_MARGIN:.1%}: {versus}")
-    off = miscalibrated(c)
+    off = None if refresh else miscalibrated(walked or c)
     if off:
-        return GateDecision(False, f"bands not calibrated: {off}: {versus}")
+        where = "on the served path" if walked else "on the test window"
+        return GateDecision(False, f"bands not calibrated {where}: {off}: {versus}")
     if champion is None:
         return GateDecision(True, f"first version to beat persistence: {versus}")
     against = f"the champion ({champion.mape:.3f}%) on the same window"
@@ -145,8 +165,10 @@ def new_version(
     parent_id: int | None = None,
     ingest_run_id: int | None = None,
     flow_run_id: str | None = None,
+    walk: dict[str, Any] | None = None,
 ) -> registry.NewVersion:
-    """The registry's view of ``trained``: flat test metrics and data range beside the JSON."""
+    """The registry's view of ``trained``: flat test metrics and data range beside the JSON;
+    ``walk`` (`walk_scores`), where the gate walked the test window, joins the metrics."""
     meta = trained.metadata()
     test = trained.metrics.get("test") or {}
     data = trained.data_range
@@ -177,7 +199,7 @@ def new_version(
         config=meta["config"],
         scaler=meta["scaler"],
         details=details,
-        metrics=trained.metrics,
+        metrics=trained.metrics if walk is None else {**trained.metrics, "walk": walk},
         libraries=libraries(),
         train_start=_time(data.get("first")),
         train_end=_time(data.get("val_start") or data.get("test_start") or data.get("last")),
@@ -256,11 +278,13 @@ def score_on_window(
 @dataclass(frozen=True)
 class Verdict:
     """The gate's decision on a trained model, and the champion it was judged against (its
-    id, None: none; its MAPE on the model's test window)."""
+    id, None: none; its MAPE on the model's test window); ``walk``: the served path walked
+    across that window (`walk_scores`), where the gate tested its bands there."""
 
     decision: GateDecision
     champion_id: int | None
     champion_mape: float | None
+    walk: dict[str, Any] | None = None
 
 
 def judge(
@@ -271,10 +295,15 @@ def judge(
     exchange: str,
     symbol: str,
     parent_id: int | None = None,
+    stages: Stages | None = None,
 ) -> Verdict:
     """Score the current champion on ``trained``'s test window (a read) and let :func:`gate`
-    decide; a fine-tune of that champion (``parent_id``) is a refresh."""
-    with sessions() as session:
+    decide; a fine-tune of that champion (``parent_id``) is a refresh. A new lineage with
+    bands that beats persistence has its test window walked along the served path first
+    (`tasks.walk.served_walk`, timed as stage ``walk`` in ``stages``): the gate tests the
+    coverage of the bands that would be served."""
+    stages = stages or Stages()
+    with stages("register"), sessions() as session:
         current = registry.champion(session, exchange, symbol, trained.timeframe)
         current_id = current.id if current else None
         start = _time(trained.data_range.get("test_start"))
@@ -282,8 +311,28 @@ def judge(
             score_on_window(load_trained(session, current), frame, start) if current else None
         )
     refresh = trained.kind == "fine_tune" and current_id is not None and parent_id == current_id
-    decision = gate(WindowScore.of(trained.metrics.get("test")), champion, refresh)
-    return Verdict(decision, current_id, None if champion is None else champion.mape)
+    candidate, walk = WindowScore.of(trained.metrics.get("test")), None
+    if candidate is not None and candidate.winkler95 is not None and not refresh:
+        if beats_persistence(candidate):
+            with stages("walk"):
+                walk = walk_scores(trained, frame)
+    decision = gate(candidate, champion, refresh, WindowScore.of(walk))
+    return Verdict(decision, current_id, None if champion is None else champion.mape, walk)
+
+
+def walk_scores(trained: TrainedModel, frame: pd.DataFrame) -> dict[str, Any]:
+    """``trained``'s test window walked along the served path (`tasks.walk.served_walk`),
+    scored as a part's metrics are: the point forecasts against persistence, and ``bands``
+    (``model``: per horizon), with the walk's step in days, fine-tunes and seconds."""
+    walk = served_walk(trained, frame, WALK_EVERY)
+    bands = walk.band_scores(frame["close"].to_numpy(dtype=float))
+    return {
+        **walk.metrics(),
+        "bands": {"model": bands} if bands is not None else None,
+        "every_days": WALK_EVERY,
+        "fine_tunes": walk.fine_tunes,
+        "seconds": walk.seconds,
+    }
 
 
 def store(
@@ -308,6 +357,7 @@ def store(
         parent_id=parent_id,
         ingest_run_id=ingest_run_id,
         flow_run_id=flow_run_id,
+        walk=verdict.walk,
     )
     decision = verdict.decision
     with sessions.begin() as session:

@@ -47,6 +47,10 @@ def test_daily_run_forecasts_with_a_champion_and_is_idempotent(prefect_env: Sett
     twin = trained.served
     assert champion.served_sha256 is not None and twin.data_range["test_start"] is None
     assert champion.test_start is not None and champion.test_cov95 is not None
+    # the gate tested the bands on the test window walked along the served path
+    walk = champion.metrics["walk"]
+    assert walk["every_days"] == 7 and walk["n"] == champion.metrics["test"]["n"]
+    assert "served path walked" in champion.decision and wave.timings["walk"] > 0
     served = forecast(twin, frame, horizon=3)["close"].to_numpy()
     assert [f["predicted_close"] for f in wave.forecasts] == pytest.approx(served, rel=1e-9)
     # run again with no new candle: no new version, v1's forecasts served, none stored twice

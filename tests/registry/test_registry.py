@@ -101,6 +101,22 @@ def test_bands_must_cover_within_chance_and_not_lose_to_the_champions() -> None:
     assert gate(_score(1.5, **calibrated), _score(1.6, **calibrated)).promote
 
 
+def test_a_new_lineage_is_tested_on_the_served_path_and_a_refresh_is_not() -> None:
+    """The static window's bands age over hundreds of days; the walked ones are those that
+    would be served, and decide. A refresh answers to the champion's interval score."""
+    calibrated = {"n": 250, "cov80": 79.0, "cov95": 94.5, "winkler95": 47.0}
+    aged = _score(5.1, 5.2, **{**calibrated, "cov80": 70.0})
+    assert miscalibrated(aged) is not None
+    walked = gate(aged, None, walked=_score(5.1, 5.2, **calibrated))
+    assert walked.promote and "served path walked: 80% and 95% bands cover 79.0%" in walked.reason
+    narrow = gate(_score(5.1, 5.2, **calibrated), None, walked=aged)
+    assert not narrow.promote
+    assert "not calibrated on the served path: its 80% band covers 70.0%" in narrow.reason
+    champion = _score(5.15, 5.2, **calibrated)
+    assert gate(aged, champion, refresh=True).promote
+    assert not gate(aged, champion).promote  # a new lineage without a walk: the static window
+
+
 # --- numbering ---------------------------------------------------------------------------
 
 REGISTER_SCRIPT = """
