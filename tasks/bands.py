@@ -20,16 +20,15 @@ row, nor a validation sample a test row.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from models.network import Network
 from models.presets import ModelConfig
 from tasks.intervals import BAND_LEVELS
 from tasks.prepare import ScalerParams, fit_scaler, segment_ids, split_bounds, window_ends
@@ -86,7 +85,7 @@ class BandSamples:
 
 
 @dataclass(frozen=True)
-class Bands:
+class Bands(Network):
     """A trained band network with its input scaler and calibration.
 
     model_bytes: the `.keras` file; scaler: of the volatility inputs, fitted on the training
@@ -112,12 +111,6 @@ class Bands:
     @property
     def window(self) -> int:
         return int(self.keras_model.inputs[0].shape[1])
-
-    @cached_property
-    def keras_model(self) -> Any:
-        from models import lstm
-
-        return lstm.from_bytes(self.model_bytes)
 
     def sigma(self, x: np.ndarray) -> np.ndarray:
         """(n, H) spreads of the log change, from standardized input windows."""
@@ -232,13 +225,11 @@ def train_bands(frame: pd.DataFrame, config: ModelConfig, timeframe: str = "d") 
         seed=network.seed,
     )  # fmt: skip
     gaussian, _ = calibrate(np.empty((0, config.band_horizon)))
-    bands = Bands(
+    return Bands(
         model_bytes=lstm.to_bytes(model), scaler=scaler, return_scale=return_scale,
         offsets=gaussian, calibrated_on=(0,) * config.band_horizon, history=history,
         train_seconds=time.perf_counter() - started,
-    )  # fmt: skip
-    bands.__dict__["keras_model"] = model
-    return bands
+    ).loaded(model)  # fmt: skip
 
 
 def fine_tune_bands(
@@ -269,12 +260,10 @@ def fine_tune_bands(
         model, (newest.x, newest.y), epochs=epochs or config.fine_tune_epochs,
         batch_size=config.fine_tune_batch_size or config.batch_size, seed=seed,
     )  # fmt: skip
-    tuned = dataclasses.replace(
-        bands, model_bytes=lstm.to_bytes(model), history=history,
+    return bands.replace(
+        model_bytes=lstm.to_bytes(model), history=history,
         train_seconds=time.perf_counter() - started,
-    )  # fmt: skip
-    tuned.__dict__["keras_model"] = model
-    return tuned
+    ).loaded(model)  # fmt: skip
 
 
 def calibrate(z: np.ndarray) -> tuple[tuple[tuple[float, ...], ...], tuple[int, ...]]:

@@ -3,7 +3,6 @@ bands of its band network."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -181,9 +180,7 @@ def calibrated(bands: Bands, residuals: Residuals, rows: tuple[int, int]) -> Ban
     the origins whose targets lie in rows [lo, hi): the validation part."""
     _, z = residuals.within(rows)
     offsets, counts = calibrate(z)
-    result = dataclasses.replace(bands, offsets=offsets, calibrated_on=counts)
-    result.__dict__["keras_model"] = bands.keras_model
-    return result
+    return bands.replace(offsets=offsets, calibrated_on=counts)
 
 
 def unseen_time(trained: TrainedModel) -> pd.Timestamp:

@@ -145,7 +145,7 @@ def _result(
             "fine_tunes_since_retrain": previous.fine_tunes_since_retrain + 1,
             "retrain_val_ratio": previous.retrain_val_ratio,
         }
-    trained = TrainedModel(
+    return TrainedModel(
         model_bytes=lstm.to_bytes(model),
         config=config,
         scaler=prepared.scaler,
@@ -156,9 +156,7 @@ def _result(
         train_seconds=fitted[1] + (bands.train_seconds if bands is not None else 0.0),
         bands=bands,
         **lineage,
-    )
-    trained.__dict__["keras_model"] = model  # prime the cached_property: no reload from bytes
-    return trained
+    ).loaded(model)
 
 
 def _band_metrics(
@@ -276,7 +274,7 @@ def refit(
         served = train_model(frame, config, trained.timeframe, track_price_mape)
     else:
         served = fine_tune(twin, frame, track_price_mape=track_price_mape)
-    return trained.with_served(served)
+    return trained.replace(served=served)
 
 
 def decide(

@@ -3,14 +3,13 @@ in price units. TensorFlow is imported on first use, so importing this module st
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
 
+from models.network import Network
 from models.presets import ModelConfig
 from tasks.bands import Bands
 from tasks.prepare import Samples, ScalerParams, to_price
@@ -19,8 +18,9 @@ Kind = Literal["retrain", "fine_tune"]
 
 
 @dataclass(frozen=True)
-class TrainedModel:
-    """A trained network with everything needed to use, judge and reproduce it.
+class TrainedModel(Network):
+    """A trained network with everything needed to use, judge and reproduce it; its Keras
+    model loads once, on first use (`models.network.Network`).
 
     model_bytes: the Keras `.keras` file; scaler, config, timeframe: how inputs were made;
     history: per-epoch loss/val_loss/price_mape/val_price_mape; metrics: {"val": ..., "test":
@@ -50,20 +50,6 @@ class TrainedModel:
     def serving(self) -> TrainedModel:
         """The model that forecasts: the served twin where there is one."""
         return self.served or self
-
-    def with_served(self, served: TrainedModel) -> TrainedModel:
-        """This model with `served` as its served twin (its loaded network kept)."""
-        result = dataclasses.replace(self, served=served)
-        if "keras_model" in self.__dict__:
-            result.__dict__["keras_model"] = self.__dict__["keras_model"]
-        return result
-
-    @cached_property
-    def keras_model(self) -> Any:
-        """The network, loaded once from `model_bytes` (safe mode)."""
-        from models import lstm
-
-        return lstm.from_bytes(self.model_bytes)
 
     def metadata(self) -> dict[str, Any]:
         """Everything but the model bytes, JSON-able (stored beside the `.keras` file)."""

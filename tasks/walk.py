@@ -10,7 +10,6 @@ the coverage of the bands that are served, not of a model that never is. The ben
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +100,7 @@ def served_walk(trained: TrainedModel, frame: pd.DataFrame, every: int = WALK_EV
     from tasks.train import fine_tune
 
     start = int(frame.index.searchsorted(pd.Timestamp(trained.data_range["test_start"])))
-    model = dataclasses.replace(trained, config=trained.config.replace(test_fraction=0.0))
+    model = trained.replace(config=trained.config.replace(test_fraction=0.0))
     walk = Walk()
     for block in range(start, len(frame), every):
         if block > start:
