@@ -320,16 +320,18 @@ def judge(
     return Verdict(decision, current_id, None if champion is None else champion.mape, walk)
 
 
-def walk_scores(trained: TrainedModel, frame: pd.DataFrame) -> dict[str, Any]:
+def walk_scores(
+    trained: TrainedModel, frame: pd.DataFrame, every: int = WALK_EVERY
+) -> dict[str, Any]:
     """``trained``'s test window walked along the served path (`tasks.walk.served_walk`),
     scored as a part's metrics are: the point forecasts against persistence, and ``bands``
     (``model``: per horizon), with the walk's step in days, fine-tunes and seconds."""
-    walk = served_walk(trained, frame, WALK_EVERY)
+    walk = served_walk(trained, frame, every)
     bands = walk.band_scores(frame["close"].to_numpy(dtype=float))
     return {
         **walk.metrics(),
         "bands": {"model": bands} if bands is not None else None,
-        "every_days": WALK_EVERY,
+        "every_days": every,
         "fine_tunes": walk.fine_tunes,
         "seconds": walk.seconds,
     }
