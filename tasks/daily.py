@@ -235,6 +235,7 @@ def _train_and_register(
                 sessions, trained, loaded.frame, exchange=series.exchange,
                 symbol=series.symbol, parent_id=parent_id, stages=stages,
             )  # fmt: skip
+            _log_walk(series.symbol, verdict)
             if _serves(loaded, trained, verdict):
                 with stages("refit"):
                     trained = refit(trained, loaded.previous, loaded.frame)
@@ -288,6 +289,18 @@ def _log_refit(symbol: str, trained: TrainedModel) -> None:
             "refitted" if twin.kind == "retrain" else "fine-tuned",
             twin.data_range["last"][:10],
             twin.train_seconds,
+        )
+
+
+def _log_walk(symbol: str, verdict: Verdict) -> None:
+    walk = verdict.walk
+    if walk is not None:
+        run_logger().info(
+            "%s: test window walked as served: %d days, a fine-tune every %d, in %.1f s",
+            symbol,
+            walk["n"],
+            walk["every_days"],
+            walk["seconds"],
         )
 
 

@@ -219,11 +219,14 @@ def new_version(
     )
 
 
-def load_trained(session: Session, version: ModelVersion) -> TrainedModel:
-    """The stored version as a TrainedModel with its served twin; all its networks' bytes are
-    checked against their sha256."""
+def load_trained(session: Session, version: ModelVersion, served: bool = True) -> TrainedModel:
+    """The stored version as a TrainedModel, with its served twin unless ``served`` is False
+    (scoring needs only the evaluation twin); the networks read are checked against their
+    sha256."""
     data = registry.model_bytes(session, version)
     details = {k: v for k, v in version.details.items() if not k.endswith("_sha256")}
+    if not served:
+        details.pop("served", None)
     meta: dict[str, Any] = {
         "config": version.config,
         "scaler": version.scaler,
@@ -232,9 +235,8 @@ def load_trained(session: Session, version: ModelVersion) -> TrainedModel:
         "kind": version.kind,
         **details,
     }
-    return TrainedModel.from_parts(
-        data, meta, registry.band_bytes(session, version), registry.served_bytes(session, version)
-    )
+    twin = registry.served_bytes(session, version) if served else None
+    return TrainedModel.from_parts(data, meta, registry.band_bytes(session, version), twin)
 
 
 def score_on_window(
@@ -308,7 +310,9 @@ def judge(
         current_id = current.id if current else None
         start = _time(trained.data_range.get("test_start"))
         champion = (
-            score_on_window(load_trained(session, current), frame, start) if current else None
+            score_on_window(load_trained(session, current, served=False), frame, start)
+            if current
+            else None
         )
     refresh = trained.kind == "fine_tune" and current_id is not None and parent_id == current_id
     candidate, walk = WindowScore.of(trained.metrics.get("test")), None

@@ -43,8 +43,10 @@ def test_daily_run_forecasts_with_a_champion_and_is_idempotent(prefect_env: Sett
     with session_factory(url)() as session:
         champion = registry.champion(session, "Binance", "WAVEUSDT", "d")
         trained = load_trained(session, champion)
+        evaluation_only = load_trained(session, champion, served=False)
         frame = load_candles(session, "Binance", "WAVEUSDT", "d")
     twin = trained.served
+    assert evaluation_only.served is None and evaluation_only.model_bytes == trained.model_bytes
     assert champion.served_sha256 is not None and twin.data_range["test_start"] is None
     assert champion.test_start is not None and champion.test_cov95 is not None
     # the gate tested the bands on the test window walked along the served path
