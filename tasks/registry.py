@@ -6,6 +6,7 @@ a transaction the caller owns.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -301,9 +302,9 @@ def judge(
 ) -> Verdict:
     """Score the current champion on ``trained``'s test window (a read) and let :func:`gate`
     decide; a fine-tune of that champion (``parent_id``) is a refresh. A new lineage with
-    bands that beats persistence has its test window walked along the served path first
-    (`tasks.walk.served_walk`, timed as stage ``walk`` in ``stages``): the gate tests the
-    coverage of the bands that would be served."""
+    bands that passes every other test has its test window walked along the served path
+    (`tasks.walk.served_walk`, timed as stage ``walk`` in ``stages``), and the gate tests
+    the coverage of the bands that would be served there."""
     stages = stages or Stages()
     with stages("register"), sessions() as session:
         current = registry.champion(session, exchange, symbol, trained.timeframe)
@@ -317,7 +318,8 @@ def judge(
     refresh = trained.kind == "fine_tune" and current_id is not None and parent_id == current_id
     candidate, walk = WindowScore.of(trained.metrics.get("test")), None
     if candidate is not None and candidate.winkler95 is not None and not refresh:
-        if beats_persistence(candidate):
+        untested = dataclasses.replace(candidate, n=0)  # no days: its coverage is not tested
+        if gate(untested, champion).promote:  # only then does the walk decide, worth its cost
             with stages("walk"):
                 walk = walk_scores(trained, frame)
     decision = gate(candidate, champion, refresh, WindowScore.of(walk))

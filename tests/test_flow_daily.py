@@ -67,6 +67,13 @@ def test_daily_run_forecasts_with_a_champion_and_is_idempotent(prefect_env: Sett
     assert versions == [1] and count == 3
     summary = Artifact.get("daily-summary")
     assert summary is not None and "| WAVEUSDT | 2025-10-14 | kept | none | v1 |" in summary.data
+    # a retrain on the same candles ties v1: the walk could not make it champion, so none runs
+    (tie,) = daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=3, mode="retrain")
+    assert tie.version == 2 and not tie.promoted and "does not beat the champion" in tie.decision
+    assert "walk" not in tie.timings
+    with session_factory(url)() as session:
+        v2 = registry.latest_version(session, "Binance", "WAVEUSDT", "d")
+    assert v2.version == 2 and "walk" not in v2.metrics
 
 
 def test_losing_model_is_reported_not_served(prefect_env: Settings) -> None:
