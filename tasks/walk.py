@@ -1,9 +1,8 @@
 """Walking a test window along the served path: how the forecasts that are served would have
 done, block by block, with the weights and bands each block was actually served with.
 
-A version's evaluation twin is static over its test window (233-600 days on the shared
-files), while the model that forecasts is fine-tuned every day and its bands read the newest
-residuals. :func:`served_walk` replays that path across the window, so the champion gate tests
+A version's evaluation twin is static over its test window, hundreds of days long, while the
+model that forecasts is fine-tuned every day and its bands read the newest residuals. :func:`served_walk` replays that path across the window, so the champion gate tests
 the coverage of the bands that are served, not of a model that never is. The benchmark
 (`bench/forecast_quality.py`) walks the same way and scores through the same :class:`Walk`.
 """
@@ -26,7 +25,7 @@ from tasks.trained import TrainedModel, predict_prices
 
 WALK_EVERY = 7
 """Days between the fine-tunes of a gate's walk: the daily flow fine-tunes every day, and a
-weekly step keeps a walk of a 250-day window to about 36 fine-tunes (docs/benchmarks.md)."""
+weekly step makes the walk cost a few trainings, not hundreds (docs/benchmarks.md)."""
 
 
 @dataclass
