@@ -2,8 +2,9 @@
 done, block by block, with the weights and bands each block was actually served with.
 
 A version's evaluation twin is static over its test window, hundreds of days long, while the
-model that forecasts is fine-tuned every day and its bands read the newest residuals. :func:`served_walk` replays that path across the window, so the champion gate tests
-the coverage of the bands that are served, not of a model that never is. The benchmark
+model that forecasts is fine-tuned every day and its bands read the newest residuals.
+:func:`served_walk` replays that path across the window, so the champion gate tests the
+coverage of the bands that are served, not of a model that never is. The benchmark
 (`bench/forecast_quality.py`) walks the same way and scores through the same :class:`Walk`.
 """
 
