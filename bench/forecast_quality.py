@@ -113,7 +113,8 @@ def _band_format(row: dict[str, object]) -> str:
     for band, scores in row["bands"].items():
         last = len(scores["n"])
         for h in sorted({1, last}):
-            table[(band, h)] = {key: scores[key][h - 1] for key in ("n", *BAND_KEYS)}
+            keys = ("n", *BAND_KEYS, "below95", "above95")
+            table[(band, h)] = {key: scores[key][h - 1] for key in keys}
     frame = pd.DataFrame(table).T.rename_axis(["band", "h"])
     title = f"{row['symbol']} {row['preset']} {row['mode']}: bands, % of the realised close"
     return f"{title}\n{frame.to_string(float_format='{:.3f}'.format)}\n"

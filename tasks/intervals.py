@@ -268,8 +268,10 @@ def band_scores(
 
     Returns
     -------
-    Lists over h = 1..H: ``n``; ``cov80``, ``cov95`` (coverage, %); ``winkler95`` and
-    ``pinball`` (% of the realised close); and ``calibration``: for each central band the
+    Lists over h = 1..H: ``n``; ``cov80``, ``cov95`` (coverage, %); ``below95`` and
+    ``above95``, the % of rows whose close fell below or above the 95% band (a drift shows as
+    one side missing more); ``winkler95`` and ``pinball`` (% of the realised close); and
+    ``calibration``: for each central band the
     levels hold (nominal 10, 20, ..., 90 and 95%), its realised coverage at every h. None
     where a horizon has no row.
     """
@@ -277,14 +279,15 @@ def band_scores(
     central = sorted(
         {round(100 * (1 - 2 * q)) for q in levels if q < 0.5 and round(1 - q, 4) in index}
     )
-    scores: dict[str, Any] = {k: [] for k in ("n", "cov80", "cov95", "winkler95", "pinball")}
+    keys = ("n", "cov80", "cov95", "below95", "above95", "winkler95", "pinball")
+    scores: dict[str, Any] = {k: [] for k in keys}
     scores["calibration"] = {"nominal": central, "realised": []}
     for h in range(actual.shape[1]):
         known = np.isfinite(actual[:, h]) & np.isfinite(quantiles[:, h]).all(axis=1)
         y, q = actual[known, h], quantiles[known, h]
         scores["n"].append(int(known.sum()))
         if not known.any():
-            for key in ("cov80", "cov95", "winkler95", "pinball"):
+            for key in keys[1:]:
                 scores[key].append(None)
             scores["calibration"]["realised"].append([None] * len(central))
             continue
@@ -295,6 +298,8 @@ def band_scores(
         for nominal, (lo, hi) in BANDS.items():
             scores[f"cov{nominal}"].append(coverage(y, edge(lo), edge(hi)))
         lo, hi = BANDS[95]
+        scores["below95"].append(float(100 * np.mean(y < edge(lo))))
+        scores["above95"].append(float(100 * np.mean(y > edge(hi))))
         scores["winkler95"].append(winkler(y, edge(lo), edge(hi), alpha=0.05))
         scores["pinball"].append(pinball(y, {level: edge(level) for level in PINBALL_LEVELS}))
         scores["calibration"]["realised"].append(

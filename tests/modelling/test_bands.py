@@ -163,6 +163,9 @@ def test_band_scores_are_the_interval_metrics_per_horizon():
     for h, rows in ((0, slice(None)), (1, slice(0, 45))):
         y, q = actual[rows, h], quantiles[rows, h]
         assert scores["cov95"][h] == coverage(y, q[:, level[0.025]], q[:, level[0.975]])
+        assert scores["above95"][h] == pytest.approx(100 * np.mean(y > q[:, level[0.975]]))
+        misses = scores["below95"][h] + scores["above95"][h]
+        assert scores["cov95"][h] + misses == pytest.approx(100)
         assert scores["winkler95"][h] == winkler(y, q[:, level[0.025]], q[:, level[0.975]], 0.05)
         by_level = {p: q[:, j] for p, j in level.items() if p not in (0.025, 0.975)}
         assert scores["pinball"][h] == pytest.approx(pinball(y, by_level))
