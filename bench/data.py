@@ -14,6 +14,14 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cryptodatado
 DAILY_FILES = [SHARED / f"Binance_{s}USDT_d.csv" for s in ("BTC", "ETH", "ADA", "BNB")]
 
 
+def daily_file(name: str) -> Path:
+    """A CSV path as given, or a shared daily file by its coin (``ADA``) or pair (``ADAUSDT``):
+    an argparse ``type`` for the bench scripts' file arguments."""
+    pair = name.upper().removesuffix("USDT") + "USDT"
+    shared = SHARED / f"Binance_{pair}_d.csv"
+    return shared if shared in DAILY_FILES and not Path(name).exists() else Path(name)
+
+
 def load_daily(path: Path) -> tuple[str, pd.DataFrame]:
     """(symbol, final candles) of a CDD daily file, whatever its name, through the project's
     parser and validator (which drops a newest candle saved while still open)."""

@@ -1,6 +1,6 @@
 """Walk-forward forecast quality over the last 20% of CDD daily files, against persistence.
 
-    .venv/bin/python -m bench.forecast_quality [CSV ...] [--presets default lecture]
+    .venv/bin/python -m bench.forecast_quality [CSV|COIN ...] [--presets default lecture]
         [--every 30] [--fine-tune-every 7] [--lecture-epochs 20] [--modes retrain auto]
         [--set KNOB=JSON ...]     # e.g. --set fine_tune_batch_size=64: a variant of the presets
 
@@ -14,6 +14,8 @@ before, the weights stay fixed within the block). Modes:
            (a retrain when due or when the evaluation twin's validation ratio degrades).
 `lecture` is too slow to walk forward: it is trained once at the start of the test period with
 `--lecture-epochs` epochs (said in the table). Training seconds are wall-clock time of all fits.
+
+A COIN (`ADA`, or the pair `ADAUSDT`) names a shared daily file; the default is all four.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.bands import garch_quantiles
-from bench.data import DAILY_FILES, load_daily
+from bench.data import DAILY_FILES, daily_file, load_daily
 from candlecast.core.errors import CandlecastError
 from models.presets import ModelConfig, preset
 from tasks.intervals import band_scores, naive_quantiles
@@ -151,7 +153,7 @@ def _format(rows: list[dict[str, object]], header: bool = True) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", type=Path, default=DAILY_FILES)
+    parser.add_argument("files", nargs="*", type=daily_file, default=DAILY_FILES)
     parser.add_argument("--presets", nargs="+", default=["default", "lecture"])
     parser.add_argument("--every", type=int, default=30, help="days between full retrains")
     parser.add_argument("--fine-tune-every", type=int, default=7, help="days between fine-tunes")

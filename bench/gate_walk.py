@@ -1,6 +1,6 @@
 """The champion gate's coverage test: the static test window against the served path walked.
 
-    .venv/bin/python -m bench.gate_walk [CSV ...] [--every 7] [--preset default]
+    .venv/bin/python -m bench.gate_walk [CSV|COIN ...] [--every 7] [--preset default]
 
 For each CDD daily file, trains one version's evaluation twin on all its candles (the newest
 20% held out, as the daily flow's first day does), then scores its h=1 bands on the test
@@ -8,18 +8,19 @@ window two ways: static (the twin's own test metrics, what the gate tested befor
 along the served path (`tasks.walk.served_walk`, fine-tuned every `--every` days, what the
 gate tests now), each with the gate's binomial verdict (`tasks.registry.miscalibrated`).
 Seconds are wall-clock: the evaluation twin's training, and the walk (`tasks.registry.
-walk_scores`, which the gate runs on a new lineage that beats persistence).
+walk_scores`, which the gate runs on a new lineage that passes its other tests).
+
+A COIN (`ADA`, or the pair `ADAUSDT`) names a shared daily file; the default is all four.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import pandas as pd
 
-from bench.data import DAILY_FILES, load_daily
+from bench.data import DAILY_FILES, daily_file, load_daily
 from models.presets import preset
 from tasks.registry import WindowScore, miscalibrated, walk_scores
 from tasks.train import train_model
@@ -50,7 +51,7 @@ def compare(frame: pd.DataFrame, name: str, every: int) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", type=Path, default=DAILY_FILES)
+    parser.add_argument("files", nargs="*", type=daily_file, default=DAILY_FILES)
     parser.add_argument("--every", type=int, default=WALK_EVERY, help="days between fine-tunes")
     parser.add_argument("--preset", default="default")
     args = parser.parse_args(argv)
