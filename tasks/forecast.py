@@ -153,6 +153,15 @@ class Residuals(NamedTuple):
         ahead = self.origins[chosen, None] + np.arange(1, self.z.shape[1] + 1)
         return chosen, np.where(ahead < hi, self.z[chosen], np.nan)
 
+    def served(self, bands: Bands, chosen: np.ndarray, unseen_from: int) -> np.ndarray:
+        """(m, H, levels) the quantiles served from the `chosen` origins, as :func:`forecast`
+        serves them: their levels read from the newest residuals known at each origin whose
+        targets lie at or after row `unseen_from`, the first the networks were not trained
+        on (`tasks.bands.recent_offsets`)."""
+        at = self.origins[chosen]
+        offsets = recent_offsets(self.z, self.origins, at, bands.offsets, unseen_from - 1)
+        return bands.quantiles(self.x[chosen], self.centre[chosen], offsets)
+
 
 def band_residuals(
     model: Any,
@@ -203,11 +212,9 @@ def backtest_bands(
     horizon (`band_scores`) beside the naive band's on the same rows; a part without any
     origin with complete windows is left out.
 
-    Each band is served as :func:`forecast` serves it: centred on the recursive point
-    forecast, its levels read from the newest residuals known at its origin whose targets
-    lie at or after row `unseen_from`, the first the networks were not trained on
-    (`tasks.bands.recent_offsets`). A horizon whose target lies at or past the part's row
-    `hi`, or across a gap, is left out.
+    Each band is served as :func:`forecast` serves it (`Residuals.served`), centred on the
+    recursive point forecast. A horizon whose target lies at or past the part's row `hi`, or
+    across a gap, is left out.
     """
     origins, horizon = residuals.origins, bands.horizon
     scores = {}
@@ -216,8 +223,7 @@ def backtest_bands(
         if not chosen.any():
             continue
         at = origins[chosen]
-        offsets = recent_offsets(residuals.z, origins, at, bands.offsets, unseen_from - 1)
-        quantiles = bands.quantiles(residuals.x[chosen], residuals.centre[chosen], offsets)
+        quantiles = residuals.served(bands, chosen, unseen_from)
         ahead = np.minimum(at[:, None] + np.arange(1, horizon + 1), len(closes) - 1)
         actual = np.where(np.isfinite(z), closes[ahead], np.nan)
         scores[part] = {

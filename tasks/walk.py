@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.bands import recent_offsets
 from tasks.evaluate import evaluate
 from tasks.forecast import band_residuals, unseen_time
 from tasks.intervals import band_scores
 from tasks.prepare import windows
+from tasks.train import fine_tune
 from tasks.trained import TrainedModel, predict_prices
 
 WALK_EVERY = 7
@@ -54,14 +54,13 @@ class Walk:
         bands = trained.bands
         if bands is None:
             return
-        origins, x, centre, z = band_residuals(
+        residuals = band_residuals(
             trained.keras_model, trained.scaler, trained.config, bands, frame, trained.timeframe
         )
-        block = (origins >= start - 1) & (origins < stop - 1)
-        unseen = int(frame.index.searchsorted(unseen_time(trained))) - 1
-        offsets = recent_offsets(z, origins, origins[block], bands.offsets, unseen)
-        self.origins.append(origins[block])
-        self.quantiles.append(bands.quantiles(x[block], centre[block], offsets))
+        block, _ = residuals.within((start, stop))
+        unseen = int(frame.index.searchsorted(unseen_time(trained)))
+        self.origins.append(residuals.origins[block])
+        self.quantiles.append(residuals.served(bands, block, unseen))
 
     def metrics(self) -> dict[str, float | int]:
         """The point forecasts scored against persistence (`tasks.evaluate.evaluate`)."""
@@ -97,8 +96,6 @@ def served_walk(trained: TrainedModel, frame: pd.DataFrame, every: int = WALK_EV
     every candle before the block, and serves the block. Nothing after a block's start
     reaches the weights or the bands that forecast it.
     """
-    from tasks.train import fine_tune
-
     start = int(frame.index.searchsorted(pd.Timestamp(trained.data_range["test_start"])))
     model = trained.replace(config=trained.config.replace(test_fraction=0.0))
     walk = Walk()
