@@ -1,9 +1,17 @@
 """The band network: how far the close may move 1..H periods ahead, as calibrated quantiles.
 
 A small LSTM reads the newest `band_window` candles' log return, its size and the high-low
-range (what carries volatility: quiet weeks follow quiet weeks) and forecasts sigma_h, the
-spread of the close's log change h = 1..H periods ahead, trained on the Gaussian likelihood
-(`models.losses.gaussian_nll`). Its quantiles are read horizon by horizon the way split
+range (what carries volatility: quiet weeks follow quiet weeks) and forecasts the spread of
+the close's log change h = 1..H periods ahead, trained on the Gaussian likelihood
+(`models.losses.gaussian_nll`). A band serves the network's spread for the next period and,
+for each later one, the last year's mean squared log return (`LONG_RUN_RETURNS`): a
+volatility cluster decays within days, and the network's own later spreads made the 7-day
+bands wider and less often right (bench/RESULTS.md). So
+
+    sigma_h^2 = sigma_1^2 + (h - 1) * mean(r^2 over the last year)
+
+and the network's later spreads serve only where the series holds fewer than `MIN_RETURNS`
+returns. Its quantiles are read horizon by horizon the way split
 conformal prediction does for normalized residuals: the conformal levels of
 z = log(c_(t+h) / point_h) / sigma_h replace the Gaussian's. A served band reads them from
 the newest residuals the networks were not trained on (:func:`recent_offsets`); the
@@ -30,7 +38,7 @@ from scipy import stats
 
 from models.network import Network
 from models.presets import ModelConfig
-from tasks.intervals import BAND_LEVELS
+from tasks.intervals import BAND_LEVELS, MIN_RETURNS
 from tasks.prepare import ScalerParams, fit_scaler, segment_ids, split_bounds, window_ends
 
 VOLATILITY_COLUMNS = ("log_return", "abs_return", "log_range")
@@ -38,6 +46,9 @@ RECALIBRATION_ORIGINS = 365
 """A served band's levels are read from the standardized residuals of this many newest
 origins whose targets are known (a year of days): the volatility regime moves, and the
 calibration of a network trained weeks or months ago moves with it."""
+LONG_RUN_RETURNS = 365
+"""A band's periods after the first are spread as the mean squared log return of this many
+newest periods (a year of days) up to its origin, as the naive band's are."""
 MIN_CALIBRATION = 50
 """The fewest residuals a horizon's levels are read from; below, the stored levels (or the
 Gaussian's) stand (with 50, the 2.5% tail holds about one residual)."""
@@ -70,18 +81,20 @@ class BandSamples:
     """Windows of the volatility inputs and their targets, aligned element by element.
 
     x: (n, band_window, 3) standardized inputs; y: (n, H) log(c_(t+h) / c_t) / return_scale,
-    NaN where unknown to the sample's part; origin: the row t each window ends at.
+    NaN where unknown to the sample's part; origin: the row t each window ends at; long_run:
+    (n,) the mean squared log return up to t (:func:`long_run_variance`).
     """
 
     x: np.ndarray
     y: np.ndarray
     origin: np.ndarray
+    long_run: np.ndarray
 
     def __len__(self) -> int:
         return len(self.origin)
 
     def select(self, rows: np.ndarray) -> BandSamples:
-        return BandSamples(self.x[rows], self.y[rows], self.origin[rows])
+        return BandSamples(self.x[rows], self.y[rows], self.origin[rows], self.long_run[rows])
 
 
 @dataclass(frozen=True)
@@ -112,22 +125,31 @@ class Bands(Network):
     def window(self) -> int:
         return int(self.keras_model.inputs[0].shape[1])
 
-    def sigma(self, x: np.ndarray) -> np.ndarray:
-        """(n, H) spreads of the log change, from standardized input windows."""
+    def sigma(self, x: np.ndarray, long_run: np.ndarray) -> np.ndarray:
+        """(n, H) spreads of the log change: the network's from the standardized input windows
+        `x` for the next period, each later one adding a period at the `long_run` (n,)
+        variance (:func:`long_run_variance`); the network's own where that is NaN."""
         from models import lstm
 
         log_sigma = lstm.predict(self.keras_model, x).reshape(len(x), -1)
-        return self.return_scale * np.exp(log_sigma.astype(float))
+        network = self.return_scale * np.exp(log_sigma.astype(float))
+        later = np.arange(network.shape[1])[None, :] * np.asarray(long_run, float)[:, None]
+        spread = np.sqrt(network[:, :1] ** 2 + later)
+        return np.where(np.isfinite(spread), spread, network)
 
     def quantiles(
-        self, x: np.ndarray, centre: np.ndarray, offsets: np.ndarray | None = None
+        self,
+        x: np.ndarray,
+        long_run: np.ndarray,
+        centre: np.ndarray,
+        offsets: np.ndarray | None = None,
     ) -> np.ndarray:
         """(n, h, len(levels)) close quantiles around `centre` (n, h) point forecasts, for the
-        first h <= H horizons, with `offsets` (n, >= h, levels) from :func:`recent_offsets`
-        or, when None, the stored calibration."""
+        first h <= H horizons, from the inputs of :meth:`sigma`, with `offsets` (n, >= h,
+        levels) from :func:`recent_offsets` or, when None, the stored calibration."""
         h = centre.shape[1]
         levels = np.asarray(self.offsets)[None] if offsets is None else np.asarray(offsets)
-        spread = self.sigma(x)[:, :h, None] * levels[:, :h, :]
+        spread = self.sigma(x, long_run)[:, :h, None] * levels[:, :h, :]
         return centre[:, :, None] * np.exp(spread)
 
     def metadata(self) -> dict[str, Any]:
@@ -182,7 +204,16 @@ def band_samples(
         limit = np.select([ends + 1 < bounds[0], ends + 1 < bounds[1]], list(bounds), len(frame))
         known &= rows < limit[:, None]
     x = scaled[ends[:, None] + np.arange(-window + 1, 1)[None, :]].astype(np.float32)
-    return BandSamples(x, np.where(known, y, np.nan).astype(np.float32), ends)
+    long_run = long_run_variance(frame, timeframe)[ends]
+    return BandSamples(x, np.where(known, y, np.nan).astype(np.float32), ends, long_run)
+
+
+def long_run_variance(frame: pd.DataFrame, timeframe: str) -> np.ndarray:
+    """(len(frame),) per row t, the mean squared log return of the close over the newest
+    `LONG_RUN_RETURNS` periods up to t (returns across a gap left out); NaN where fewer than
+    `MIN_RETURNS` are known."""
+    squared = pd.Series(volatility_frame(frame, timeframe)["log_return"].to_numpy() ** 2)
+    return squared.rolling(LONG_RUN_RETURNS, min_periods=MIN_RETURNS).mean().to_numpy()
 
 
 def newest_inputs(bands: Bands, frame: pd.DataFrame, timeframe: str) -> np.ndarray | None:

@@ -12,10 +12,12 @@ from candlecast.core.errors import IncompleteWindowError
 from candlecast.core.identifiers import label, period
 from models.presets import PRICE_COLUMNS, VOLUME_COLUMNS, ModelConfig
 from tasks.bands import (
+    LONG_RUN_RETURNS,
     RECALIBRATION_ORIGINS,
     Bands,
     band_samples,
     calibrate,
+    long_run_variance,
     newest_inputs,
     recent_offsets,
 )
@@ -136,12 +138,14 @@ def recursive_closes(
 
 class Residuals(NamedTuple):
     """What a model served, or would have served, from every origin of a frame with complete
-    input windows: origins (n,), band inputs x (n, window, 3), point forecasts centre (n, H),
-    and standardized residuals z = log(c_(s+h) / point_h) / sigma_h, NaN where the target
-    lies past the frame or across a gap."""
+    input windows: origins (n,), band inputs x (n, window, 3) and long_run (n,)
+    (`tasks.bands.Bands.sigma`), point forecasts centre (n, H), and standardized residuals
+    z = log(c_(s+h) / point_h) / sigma_h, NaN where the target lies past the frame or across
+    a gap."""
 
     origins: np.ndarray
     x: np.ndarray
+    long_run: np.ndarray
     centre: np.ndarray
     z: np.ndarray
 
@@ -160,7 +164,7 @@ class Residuals(NamedTuple):
         on (`tasks.bands.recent_offsets`)."""
         at = self.origins[chosen]
         offsets = recent_offsets(self.z, self.origins, at, bands.offsets, unseen_from - 1)
-        return bands.quantiles(self.x[chosen], self.centre[chosen], offsets)
+        return bands.quantiles(self.x[chosen], self.long_run[chosen], self.centre[chosen], offsets)
 
 
 def band_residuals(
@@ -180,8 +184,8 @@ def band_residuals(
     closes = frame["close"].to_numpy(dtype=float)
     rows = np.minimum(origins[:, None] + np.arange(1, bands.horizon + 1), len(frame) - 1)
     actual = np.where(np.isnan(chosen.y), np.nan, closes[rows])
-    z = np.log(actual / centre) / bands.sigma(chosen.x) if len(origins) else centre
-    return Residuals(origins, chosen.x, centre, z)
+    z = np.log(actual / centre) / bands.sigma(chosen.x, chosen.long_run) if len(origins) else centre
+    return Residuals(origins, chosen.x, chosen.long_run, centre, z)
 
 
 def calibrated(bands: Bands, residuals: Residuals, rows: tuple[int, int]) -> Bands:
@@ -283,14 +287,17 @@ def forecast(trained: TrainedModel, frame: pd.DataFrame, horizon: int = 7) -> pd
     newest = None if bands is None else newest_inputs(bands, history, trained.timeframe)
     if newest is not None:
         reach = min(horizon, bands.horizon)
-        recent = frame.iloc[-(RECALIBRATION_ORIGINS + bands.horizon + need + 1) :]
+        # a year more than the residuals need: each origin's long-run variance reads a year
+        rows_back = RECALIBRATION_ORIGINS + LONG_RUN_RETURNS + bands.horizon + need + 1
+        recent = frame.iloc[-rows_back:]
         residuals = band_residuals(
             trained.keras_model, trained.scaler, config, bands, recent, trained.timeframe
         )
         unseen = int(recent.index.searchsorted(unseen_time(trained))) - 1
         at = np.array([len(recent) - 1])
         offsets = recent_offsets(residuals.z, residuals.origins, at, bands.offsets, unseen)
-        q = bands.quantiles(newest, closes[None, :reach], offsets)[0]
+        long_run = long_run_variance(frame.iloc[-(LONG_RUN_RETURNS + 1) :], trained.timeframe)
+        q = bands.quantiles(newest, long_run[-1:], closes[None, :reach], offsets)[0]
         edges[:reach] = q[:, [bands.levels.index(level) for level in BAND_EDGES.values()]]
     for j, name in enumerate(BAND_EDGES):
         out[name] = edges[:, j]

@@ -11,17 +11,19 @@ from scipy import stats
 from models import lstm
 from models.presets import preset
 from tasks.bands import (
+    LONG_RUN_RETURNS,
     MIN_CALIBRATION,
     RECALIBRATION_ORIGINS,
     VOLATILITY_COLUMNS,
     band_samples,
     calibrate,
     conformal_levels,
+    long_run_variance,
     recent_offsets,
     volatility_frame,
 )
 from tasks.forecast import forecast, raw_windows, recursive_closes
-from tasks.intervals import BAND_LEVELS, band_scores, coverage, pinball, winkler
+from tasks.intervals import BAND_LEVELS, MIN_RETURNS, band_scores, coverage, pinball, winkler
 from tasks.prepare import ScalerParams, latest_window, split_bounds, to_price
 from tasks.train import fine_tune, train_model
 from tests.modelling.conftest import make_candles, wavy_closes
@@ -94,8 +96,10 @@ def test_the_bands_never_see_the_test_part():
     )
     assert first.offsets == second.offsets
     assert first.scaler == second.scaler and first.return_scale == second.return_scale
-    x = band_samples(frame, TINY, first.scaler, first.return_scale, "d").x
-    np.testing.assert_array_equal(first.sigma(x), second.sigma(x))
+    samples = band_samples(frame, TINY, first.scaler, first.return_scale, "d")
+    np.testing.assert_array_equal(
+        first.sigma(samples.x, samples.long_run), second.sigma(samples.x, samples.long_run)
+    )
 
 
 def test_a_forecast_carries_ordered_bands_around_its_median_up_to_the_band_horizon():
@@ -126,8 +130,38 @@ def test_a_fine_tune_moves_the_band_network_and_keeps_its_calibration():
     tuned = fine_tune(trained, frame, epochs=1, track_price_mape=False)
     assert tuned.bands.offsets == trained.bands.offsets
     assert tuned.bands.scaler == trained.bands.scaler
-    x = band_samples(frame, TINY, trained.bands.scaler, trained.bands.return_scale, "d").x
-    assert not np.array_equal(tuned.bands.sigma(x), trained.bands.sigma(x))
+    samples = band_samples(frame, TINY, trained.bands.scaler, trained.bands.return_scale, "d")
+    inputs = samples.x, samples.long_run
+    assert not np.array_equal(tuned.bands.sigma(*inputs), trained.bands.sigma(*inputs))
+
+
+def test_the_long_run_variance_is_the_last_years_mean_squared_return_up_to_each_row():
+    closes = _volatile_closes(500)
+    frame = make_candles(closes, drop=[450])
+    long_run = long_run_variance(frame, "d")
+    returns = np.diff(np.log(frame["close"].to_numpy()))
+    returns[frame.index[1:] - frame.index[:-1] != pd.Timedelta("1D")] = np.nan  # across the gap
+    assert np.isnan(long_run[:MIN_RETURNS]).all() and np.isfinite(long_run[MIN_RETURNS:]).all()
+    for t in (MIN_RETURNS, 200, LONG_RUN_RETURNS, 460, len(frame) - 1):
+        year = returns[max(0, t - LONG_RUN_RETURNS) : t]
+        assert long_run[t] == pytest.approx(np.nanmean(year**2))
+    later = frame.copy()
+    later.iloc[300:, later.columns.get_loc("close")] *= 1.5  # nothing after a row reaches it
+    np.testing.assert_array_equal(long_run_variance(later, "d")[:300], long_run[:300])
+
+
+def test_a_bands_later_spreads_add_the_long_run_variance_to_the_networks_first():
+    frame = make_candles(_volatile_closes(300))
+    bands = train_model(frame, TINY, track_price_mape=False).bands
+    samples = band_samples(frame, TINY, bands.scaler, bands.return_scale, "d")
+    sigma = bands.sigma(samples.x, samples.long_run)
+    known = np.isfinite(samples.long_run)
+    assert known.any() and not known.all()  # the first origins have fewer than MIN_RETURNS
+    h = np.arange(TINY.band_horizon)
+    expected = np.sqrt(sigma[known, :1] ** 2 + h * samples.long_run[known, None])
+    np.testing.assert_allclose(sigma[known], expected, rtol=1e-12)
+    network = bands.sigma(samples.x[~known], samples.long_run[~known])
+    assert not np.allclose(network[:, 1:], network[:, :1])  # a young series: its own spreads
 
 
 def test_recursive_closes_are_one_step_forecasts_fed_back_as_candles():
