@@ -100,3 +100,24 @@ def score_forecasts(session: Session, exchange: str, symbol: str, timeframe: str
             )
         )
     return len(pending)
+
+
+def served_bands(
+    session: Session, exchange: str, symbol: str, timeframe: str, limit: int, horizon: int = 1
+) -> list[tuple[float, float, float, float, float]]:
+    """The newest `limit` scored forecasts `horizon` periods ahead that carried the model's
+    band, whichever version served them: (realized close, low95, low80, high80, high95),
+    newest target first."""
+    edges = [getattr(Forecast, column) for column in BAND_COLUMNS[:4]]
+    rows = session.execute(
+        select(Forecast.realized_close, *edges)
+        .where(
+            *of_series(Forecast, exchange, symbol, timeframe),
+            Forecast.horizon == horizon,
+            Forecast.realized_close.is_not(None),
+            *(edge.is_not(None) for edge in edges),
+        )
+        .order_by(Forecast.target_time.desc(), Forecast.id.desc())
+        .limit(limit)
+    ).all()
+    return [tuple(row) for row in rows]

@@ -27,9 +27,10 @@ from db.schema import ModelVersion
 from db.session import session_factory
 from models.presets import ModelConfig
 from tasks.ingest import IngestResult, ingest_symbol
+from tasks.intervals import coverage
 from tasks.logs import current_flow_run_id, run_logger
 from tasks.outcome import Mode, SymbolOutcome
-from tasks.registry import Verdict, forecast_rows, judge, load_trained, store
+from tasks.registry import Verdict, forecast_rows, judge, load_trained, store, too_narrow
 from tasks.report import publish_plots
 from tasks.runners import SYMBOL_TIMEOUT_S
 from tasks.threads import freeze_heap
@@ -38,6 +39,10 @@ from tasks.trained import TrainedModel
 from tasks.training_slots import training_slot
 
 Sessions = sessionmaker[Session]
+
+SERVED_DAYS = 90
+"""The served bands' realised coverage is read over this many newest scored days at h=1, the
+longest window of the `forecast_accuracy` view."""
 
 
 @dataclass
@@ -368,6 +373,8 @@ def _forecast_and_score(
         stages.add("forecast", time.perf_counter() - began)
         with stages("score"):
             outcome.scored = forecasts.score_forecasts(session, *loaded.series)
+            served = forecasts.served_bands(session, *loaded.series, limit=SERVED_DAYS)
+    _note_served(outcome, served)
     log.info(
         "%s: %d forecasts by champion v%s (%d new), %d earlier forecasts scored",
         outcome.symbol,
@@ -376,6 +383,33 @@ def _forecast_and_score(
         outcome.forecasts_new,
         outcome.scored,
     )
+
+
+def served_coverage(rows: list[tuple[float, float, float, float, float]]) -> dict[str, Any]:
+    """How the served bands of `rows` (`db.forecasts.served_bands`) did: how many, and the
+    realised coverage of their 80% and 95% bands in %."""
+    actual, low95, low80, high80, high95 = (list(column) for column in zip(*rows, strict=True))
+    return {
+        "n": len(rows),
+        "cov80": coverage(actual, low80, high80),
+        "cov95": coverage(actual, low95, high95),
+    }
+
+
+def _note_served(outcome: SymbolOutcome, rows: list[tuple[float, ...]]) -> None:
+    """Record how the series' served bands did, and warn when they have been too narrow."""
+    if not rows:
+        return
+    outcome.served = served = served_coverage(rows)
+    short = too_narrow(served["n"], served["cov80"], served["cov95"])
+    if short is not None:
+        message = (
+            f"{outcome.symbol}: the served {short[0]}% band covered {short[1]:.1f}% of the "
+            f"last {served['n']} days, further below nominal than chance allows: the bands "
+            "have been too narrow (a retrain, mode=retrain, refits them on the newest candles)"
+        )
+        outcome.warnings.append(message)
+        run_logger().warning("%s", message)
 
 
 def _draws_plots(settings: Settings, outcome: SymbolOutcome) -> bool:

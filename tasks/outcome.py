@@ -32,6 +32,7 @@ class SymbolOutcome:
     forecasts: list[dict[str, Any]] = field(default_factory=list)
     forecasts_new: int = 0
     scored: int = 0
+    served: dict[str, Any] | None = None  # the served bands' realised coverage (tasks.daily)
     plots: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None  # why the step failed (the run names it): rejected, or no forecast

@@ -64,19 +64,30 @@ class WindowScore:
 
 def miscalibrated(score: WindowScore) -> str | None:
     """Why the bands' coverage on the window is further below nominal than chance allows
-    (one-sided binomial test at `COVERAGE_P_VALUE`); None when it is not, or without bands.
+    (:func:`too_narrow`); None when it is not, or without bands."""
+    short = too_narrow(score.n, score.cov80, score.cov95)
+    if short is None:
+        return None
+    nominal, covered = short
+    return f"its {nominal}% band covers {covered:.1f}% of {score.n} test days"
+
+
+def too_narrow(n: int, cov80: float | None, cov95: float | None) -> tuple[int, float] | None:
+    """The first band, (nominal %, covered %), whose coverage of `n` days is further below
+    nominal than chance allows (one-sided binomial test at `COVERAGE_P_VALUE`); None when
+    neither is, or without bands.
 
     Only too narrow a band fails: it claims more certainty than it has. One that covers more
     than nominal is honest but wide, and the interval score charges its width."""
     from scipy import stats
 
-    for nominal, covered in ((80, score.cov80), (95, score.cov95)):
-        if covered is None or score.n == 0:
+    for nominal, covered in ((80, cov80), (95, cov95)):
+        if covered is None or n == 0:
             continue
-        hits = round(covered / 100 * score.n)
-        test = stats.binomtest(hits, score.n, nominal / 100, alternative="less")
+        hits = round(covered / 100 * n)
+        test = stats.binomtest(hits, n, nominal / 100, alternative="less")
         if test.pvalue < COVERAGE_P_VALUE:
-            return f"its {nominal}% band covers {covered:.1f}% of {score.n} test days"
+            return nominal, covered
     return None
 
 

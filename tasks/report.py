@@ -58,6 +58,11 @@ def summary_markdown(outcomes: list[SymbolOutcome], failures: dict[str, str]) ->
             f"- candles: {ingested}",
             f"- forecasts: {len(o.forecasts)} ({o.forecasts_new} new), {o.scored} scored",
         ]
+        if o.served:
+            lines.append(
+                f"- served bands, the last {o.served['n']} days at h=1: the 80% band covered "
+                f"{o.served['cov80']:.1f}%, the 95% band {o.served['cov95']:.1f}%"
+            )
         if o.plots:
             lines.append(f"- plots: artifact `{plots_key(o.exchange, o.symbol)}`")
         lines += [f"- warning: {w}" for w in o.warnings]

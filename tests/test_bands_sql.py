@@ -140,6 +140,26 @@ def test_accuracy_view_scores_the_bands_as_tasks_intervals_does(db_url: str) -> 
     assert all(row[name] is None for row in h2 for name in expected)
 
 
+def test_served_bands_are_the_newest_scored_banded_forecasts_at_one_horizon(db_url: str) -> None:
+    version = register(db_url, True)
+    rows = [forecast(i, 1, model, naive) for i, (_, model, naive) in enumerate(CASES)]
+    rows.append(forecast(0, 2, CASES[0][1], None))  # banded, but two days ahead
+    rows.append(forecast(len(CASES), 1, CASES[0][1], None))  # banded, its close not yet known
+    with session_factory(db_url).begin() as session:
+        forecasts.save_forecasts(session, version, rows)
+        closes = {day(i + 1): y for i, (y, _, _) in enumerate(CASES)}
+        upsert_candles(
+            session, candles(closes), exchange="Binance", symbol="BTCUSDT", timeframe="d"
+        )
+        forecasts.score_forecasts(session, "Binance", "BTCUSDT", "d")
+    with session_factory(db_url)() as session:
+        every = forecasts.served_bands(session, "Binance", "BTCUSDT", "d", limit=90)
+        newest = forecasts.served_bands(session, "Binance", "BTCUSDT", "d", limit=2)
+        other = forecasts.served_bands(session, "Binance", "ETHUSDT", "d", limit=90)
+    banded = [(y, *model) for y, model, _ in CASES if model is not None]
+    assert every == banded[::-1] and newest == banded[:-3:-1] and other == []
+
+
 def test_latest_forecasts_show_both_bands_and_null_where_there_is_none(db_url: str) -> None:
     version = register(db_url, True)
     banded = forecast(0, 1, (90.0, 95.0, 105.0, 110.0), (80.0, 90.0, 110.0, 120.0))

@@ -13,13 +13,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from candlecast.core.settings import Settings
-from db import registry
+from db import forecasts, registry
 from db.queries import load_candles
 from db.schema import Forecast, ModelVersion
 from db.session import session_factory
 from flows.daily import _outcome_and_cause, backfill, daily_forecast, forecast_one
 from models import presets
-from tasks.daily import forecast_symbol
+from tasks.daily import _note_served, forecast_symbol, served_coverage
 from tasks.forecast import forecast
 from tasks.outcome import SymbolOutcome
 from tasks.registry import load_trained
@@ -177,6 +177,9 @@ def test_backfill_uses_only_past_data_and_is_idempotent(prefect_env: Settings) -
             .where(ModelVersion.version > 1)
         ).all()
     assert rows and all(data_end <= as_of for as_of, data_end in rows)  # no model from the future
+    with session_factory(prefect_env.sqlalchemy_url())() as session:
+        served = forecasts.served_bands(session, "Binance", "WAVEUSDT", "d", limit=90)
+    assert served and outcomes[-1].served == served_coverage(served)  # the report's figures
     again = backfill("WAVEUSDT", date(2025, 10, 10), date(2025, 10, 12), preset="tiny", horizon=1)
     assert again == []
 
@@ -222,3 +225,16 @@ def test_symbol_flow_persists_its_outcome_for_the_parent_also_when_it_fails(
     outcome, cause = as_the_parent_reads_it(missing)
     assert missing.is_failed() and outcome is None
     assert cause == missing.message and cause is not None and "NOPEUSDT: HTTP 404" in cause
+
+
+@pytest.mark.parametrize(
+    ("inside80", "warned"), [(72, False), (54, True)], ids=["calibrated", "too narrow"]
+)
+def test_served_bands_too_narrow_for_chance_are_warned_about(inside80: int, warned: bool) -> None:
+    band = (90.0, 95.0, 105.0, 110.0)  # low95, low80, high80, high95
+    rows = [(100.0, *band)] * inside80 + [(107.0, *band)] * (90 - inside80)  # inside the 95%
+    outcome = SymbolOutcome("Binance", "BTCUSDT", "d", "2025-10-13", 2981, None, "kept", "")
+    _note_served(outcome, rows)
+    assert outcome.served == {"n": 90, "cov80": 100 * inside80 / 90, "cov95": 100.0}
+    expected = "BTCUSDT: the served 80% band covered 60.0% of the last 90 days, further below"
+    assert [w.startswith(expected) for w in outcome.warnings] == ([True] if warned else [])

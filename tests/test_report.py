@@ -74,6 +74,11 @@ def test_the_summary_table_is_narrow_and_the_rest_follows_per_symbol() -> None:
     tested = summary_markdown([outcome(113100.01, 113123.4, skill_p_value=0.6182)], {})
     assert "- skill against persistence: +0.0368 (Diebold-Mariano p = 0.62)" in tested
     assert "- forecasts: 1 (0 new), 0 scored" in text
+    assert "served bands" not in text  # nothing served has been scored yet
+    served = {"n": 90, "cov80": 78.888, "cov95": 95.555}
+    scored = summary_markdown([outcome(113100.01, 113123.4, served=served)], {})
+    assert "- served bands, the last 90 days at h=1: the 80% band covered 78.9%, " in scored
+    assert "the 95% band 95.6%\n" in scored
     assert "## ETHUSDT\n\nFailed: ETHUSDT: HTTP 404" in text
 
 

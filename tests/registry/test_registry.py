@@ -16,7 +16,7 @@ from db import forecasts, registry
 from db.queries import upsert_candles
 from db.schema import Forecast, ModelBlob, ModelVersion
 from db.session import session_factory
-from tasks.registry import TIE_MARGIN, WindowScore, gate, miscalibrated
+from tasks.registry import TIE_MARGIN, WindowScore, gate, miscalibrated, too_narrow
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -95,6 +95,8 @@ def test_bands_must_cover_within_chance_and_not_lose_to_the_champions() -> None:
     assert miscalibrated(WindowScore(1.5, 1.8, 560, 74.0, 95.0, 14.0)) is not None
     assert miscalibrated(WindowScore(1.5, 1.8, 60, 74.0, 95.0, 14.0)) is None  # few days
     assert miscalibrated(WindowScore(1.5, 1.8, 560, 99.0, 100.0, 30.0)) is None  # wide
+    assert too_narrow(560, 74.0, 95.0) == (80, 74.0) and too_narrow(560, 80.0, 90.0) == (95, 90.0)
+    assert too_narrow(0, 0.0, 0.0) is None and too_narrow(560, None, None) is None
     champion = _score(1.6, **{**calibrated, "winkler95": 13.0})
     worse = gate(_score(1.5, **calibrated), champion)
     assert not worse.promote and "bands worse than the champion's" in worse.reason
