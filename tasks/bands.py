@@ -5,8 +5,8 @@ range (what carries volatility: quiet weeks follow quiet weeks) and forecasts th
 the close's log change h = 1..H periods ahead, trained on the Gaussian likelihood
 (`models.losses.gaussian_nll`). A band serves the network's spread for the next period and,
 for each later one, the last year's mean squared log return (`LONG_RUN_RETURNS`): a
-volatility cluster decays within days, and the network's own later spreads made the 7-day
-bands wider and less often right (bench/RESULTS.md). So
+volatility cluster decays within days, and with the network's own later spreads the 7-day
+bands scored worse on three of the four shared files (bench/RESULTS.md). So
 
     sigma_h^2 = sigma_1^2 + (h - 1) * mean(r^2 over the last year)
 
