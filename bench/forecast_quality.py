@@ -11,7 +11,9 @@ then predicts every one-day-ahead close of the block (the inputs are real candle
 before, the weights stay fixed within the block). Modes:
   retrain  a full retrain every `--every` days (new scaler, early stopping on the newest 10%);
   auto     one retrain, then a fine-tune every `--fine-tune-every` days under policy `auto`
-           (a retrain when due or when the evaluation twin's validation ratio degrades).
+           (a retrain when due, when the evaluation twin's validation ratio degrades, or when
+           the walked h=1 bands since the last retrain were too narrow, as the flow tests its
+           served ones: the `narrow` column counts those).
 `lecture` is too slow to walk forward: it is trained once at the start of the test period with
 `--lecture-epochs` epochs (said in the table). Training seconds are wall-clock time of all fits.
 
@@ -31,7 +33,7 @@ from bench.bands import garch_quantiles
 from bench.data import DAILY_FILES, daily_file, load_daily
 from candlecast.core.errors import CandlecastError
 from models.presets import ModelConfig, preset
-from tasks.intervals import band_scores, naive_quantiles
+from tasks.intervals import band_scores, naive_quantiles, served_coverage, too_narrow
 from tasks.prepare import split_bounds
 from tasks.train import refit, update_model
 from tasks.walk import Walk, realised
@@ -59,15 +61,23 @@ def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int
     on all of them (`tasks.train.refit`), as for a series whose every version the gate
     promotes; the served twin predicts the block."""
     start = split_bounds(len(frame), config.val_fraction, config.test_fraction)[1]
-    walk, trained = Walk(), None
+    walk, trained, retrained = Walk(), None, start
+    closes = frame["close"].to_numpy()
     for block in range(start, len(frame), every):
         policy = "retrain" if mode == "retrain" else "auto"
+        # as the flow reads them before training: scored up to yesterday, since the retrain
+        served = walk.served(closes, since=retrained - 1, until=block - 2)
+        narrow = bool(served) and too_narrow(**served_coverage(served)) is not None
         began, candles = time.perf_counter(), frame.iloc[:block]
-        evaluated = update_model(trained, candles, config, policy=policy, track_price_mape=False)
+        evaluated = update_model(
+            trained, candles, config, policy=policy, track_price_mape=False, narrow=narrow
+        )
         trained = refit(evaluated, trained, candles, track_price_mape=False)
         walk.seconds += time.perf_counter() - began
         walk.retrains += trained.kind == "retrain"
         walk.fine_tunes += trained.kind == "fine_tune"
+        retrained = block if trained.kind == "retrain" else retrained
+        walk.narrow += narrow
         walk.add(trained.serving, frame, block, min(block + every, len(frame)))
     return walk
 
@@ -142,7 +152,8 @@ def _row(symbol, name, config, mode, every, walk: Walk) -> dict[str, object]:
         "symbol": symbol, "preset": label, "mode": mode, "every_days": every, "n": m["n"],
         "mape": m["mape"], "persistence_mape": m["persistence_mape"], "rel_mae": m["relative_mae"],
         "skill": m["skill"], "skill_p": m["skill_p_value"], "move_pct": m["move_pct_model"],
-        "retrains": walk.retrains, "fine_tunes": walk.fine_tunes, "train_s": walk.seconds,
+        "retrains": walk.retrains, "narrow": walk.narrow, "fine_tunes": walk.fine_tunes,
+        "train_s": walk.seconds,
     }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -103,12 +104,22 @@ def score_forecasts(session: Session, exchange: str, symbol: str, timeframe: str
 
 
 def served_bands(
-    session: Session, exchange: str, symbol: str, timeframe: str, limit: int, horizon: int = 1
+    session: Session,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    limit: int,
+    horizon: int = 1,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[tuple[float, float, float, float, float]]:
     """The newest `limit` scored forecasts `horizon` periods ahead that carried the model's
     band, whichever version served them: (realized close, low95, low80, high80, high95),
-    newest target first."""
+    newest target first. `since`: only those forecast from the candle that opened then or a
+    later one; `until`: only those whose target candle opened by then."""
     edges = [getattr(Forecast, column) for column in BAND_COLUMNS[:4]]
+    window = [Forecast.as_of >= since] if since is not None else []
+    window += [Forecast.target_time <= until] if until is not None else []
     rows = session.execute(
         select(Forecast.realized_close, *edges)
         .where(
@@ -116,6 +127,7 @@ def served_bands(
             Forecast.horizon == horizon,
             Forecast.realized_close.is_not(None),
             *(edge.is_not(None) for edge in edges),
+            *window,
         )
         .order_by(Forecast.target_time.desc(), Forecast.id.desc())
         .limit(limit)

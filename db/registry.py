@@ -114,9 +114,11 @@ def latest_version(
     *,
     data_until: datetime | None = None,
     by: Literal["version", "data_end"] = "version",
+    kind: Literal["retrain", "fine_tune"] | None = None,
 ) -> ModelVersion | None:
     """The newest version of a series (champion or not), or None; with ``data_until``, the
-    newest one that saw no candle after it (for a backfill without look-ahead).
+    newest one that saw no candle after it (for a backfill without look-ahead); with
+    ``kind``, the newest of that kind.
 
     ``by="data_end"``: the one that saw the newest candle (of several, the newest version); a
     backfill's versions come later in number but see older data.
@@ -126,6 +128,8 @@ def latest_version(
     )
     if data_until is not None:
         query = query.where(ModelVersion.data_end <= data_until)
+    if kind is not None:
+        query = query.where(ModelVersion.kind == kind)
     order = [ModelVersion.version.desc()]
     if by == "data_end":
         query = query.where(ModelVersion.data_end.is_not(None))

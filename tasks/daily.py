@@ -27,10 +27,10 @@ from db.schema import ModelVersion
 from db.session import session_factory
 from models.presets import ModelConfig
 from tasks.ingest import IngestResult, ingest_symbol
-from tasks.intervals import coverage
+from tasks.intervals import SERVED_DAYS, served_coverage, too_narrow
 from tasks.logs import current_flow_run_id, run_logger
 from tasks.outcome import Mode, SymbolOutcome
-from tasks.registry import Verdict, forecast_rows, judge, load_trained, store, too_narrow
+from tasks.registry import Verdict, forecast_rows, judge, load_trained, store
 from tasks.report import publish_plots
 from tasks.runners import SYMBOL_TIMEOUT_S
 from tasks.threads import freeze_heap
@@ -39,10 +39,6 @@ from tasks.trained import TrainedModel
 from tasks.training_slots import training_slot
 
 Sessions = sessionmaker[Session]
-
-SERVED_DAYS = 90
-"""The served bands' realised coverage is read over this many newest scored days at h=1, the
-longest window of the `forecast_accuracy` view."""
 
 
 @dataclass
@@ -57,6 +53,7 @@ class Loaded:
     seen: ModelVersion | None  # the version that saw the newest candles
     ingest_run_id: int | None
     backfill: bool
+    served: dict[str, Any] | None = None  # `served_coverage` of the bands since the last retrain
 
     def outcome(self, **fields: Any) -> SymbolOutcome:
         """An outcome with what every path knows: the series, the data and the ingest."""
@@ -159,11 +156,12 @@ def _load(
         previous = load_trained(session, base) if base is not None else None
         seen = registry.latest_version(session, *series, data_until=as_of, by="data_end")
         run = latest_ingest_run(session, *series)
-    if frame.empty:
-        raise ValueError(
-            f"{series.symbol}: no candles stored for {series.exchange} {series.timeframe}; "
-            "ingest first"
-        )
+        if frame.empty:
+            raise ValueError(
+                f"{series.symbol}: no candles stored for {series.exchange} {series.timeframe}; "
+                "ingest first"
+            )
+        served = _served_since_retrain(session, series, frame.index[-1].to_pydatetime())
     if previous is not None and previous.config.name != config.name:
         run_logger().info(
             "%s: preset changed from %s to %s: retraining",
@@ -173,8 +171,24 @@ def _load(
         )
         previous = None
     return Loaded(
-        series, frame, ingested, base, previous, seen, run.id if run else None, as_of is not None
-    )
+        series, frame, ingested, base, previous, seen, run.id if run else None, as_of is not None,
+        served,
+    )  # fmt: skip
+
+
+def _served_since_retrain(
+    session: Session, series: Series, until: datetime
+) -> dict[str, Any] | None:
+    """`served_coverage` of the newest `SERVED_DAYS` bands served at h=1 since the newest
+    retrain's last candle (whichever version served them) and scored up to `until`; None
+    without any. After a retrain that was not promoted the count starts again, so one
+    stretch of misses asks for one retrain, not one a day."""
+    retrained = registry.latest_version(session, *series, data_until=until, kind="retrain")
+    rows = forecasts.served_bands(
+        session, *series, limit=SERVED_DAYS, since=retrained.data_end if retrained else None,
+        until=until,
+    )  # fmt: skip
+    return served_coverage(rows) if rows else None
 
 
 def _base_version(session: Session, series: Series, as_of: datetime | None) -> ModelVersion | None:
@@ -230,9 +244,11 @@ def _train_and_register(
         with ExitStack() as slot:
             with stages("slot"):  # waiting for one of the host's training slots
                 slot.enter_context(training_slot())
+            narrow = _narrow(loaded) if mode == "auto" else None
             trained = update_model(
-                loaded.previous, loaded.frame, config, mode, series.timeframe, stages=stages
-            )
+                loaded.previous, loaded.frame, config, mode, series.timeframe, stages=stages,
+                narrow=narrow is not None,
+            )  # fmt: skip
             _log_training(series.symbol, trained)
             fine_tuned = loaded.base is not None and trained.kind == "fine_tune"
             parent_id = loaded.base.id if fine_tuned else None
@@ -262,7 +278,7 @@ def _train_and_register(
         action=trained.kind,
         version=version.version,
         promoted=version.status == "promoted",
-        decision=version.decision,
+        decision=f"{narrow}; {version.decision}" if narrow else version.decision,
         test_mape=test.get("mape"),
         persistence_mape=test.get("persistence_mape"),
         skill=test.get("skill"),
@@ -270,6 +286,21 @@ def _train_and_register(
         train_seconds=trained.train_seconds + twin_seconds,
     )
     return Update(outcome, trained, version, new=True)
+
+
+def _narrow(loaded: Loaded) -> str | None:
+    """Why `auto` retrains today: the bands served since the last retrain have been too
+    narrow (`tasks.intervals.too_narrow`); logged. None when they have not."""
+    served = loaded.served
+    short = too_narrow(**served) if served is not None and loaded.previous is not None else None
+    if short is None:
+        return None
+    reason = (
+        f"the {short[0]}% band served since the last retrain covered {short[1]:.1f}% of "
+        f"{served['n']} days, further below nominal than chance allows: retraining"
+    )
+    run_logger().info("%s: %s", loaded.series.symbol, reason)
+    return reason
 
 
 def _serves(loaded: Loaded, trained: TrainedModel, verdict: Verdict) -> bool:
@@ -385,28 +416,18 @@ def _forecast_and_score(
     )
 
 
-def served_coverage(rows: list[tuple[float, float, float, float, float]]) -> dict[str, Any]:
-    """How the served bands of `rows` (`db.forecasts.served_bands`) did: how many, and the
-    realised coverage of their 80% and 95% bands in %."""
-    actual, low95, low80, high80, high95 = (list(column) for column in zip(*rows, strict=True))
-    return {
-        "n": len(rows),
-        "cov80": coverage(actual, low80, high80),
-        "cov95": coverage(actual, low95, high95),
-    }
-
-
 def _note_served(outcome: SymbolOutcome, rows: list[tuple[float, ...]]) -> None:
     """Record how the series' served bands did, and warn when they have been too narrow."""
     if not rows:
         return
     outcome.served = served = served_coverage(rows)
-    short = too_narrow(served["n"], served["cov80"], served["cov95"])
+    short = too_narrow(**served)
     if short is not None:
         message = (
             f"{outcome.symbol}: the served {short[0]}% band covered {short[1]:.1f}% of the "
             f"last {served['n']} days, further below nominal than chance allows: the bands "
-            "have been too narrow (a retrain, mode=retrain, refits them on the newest candles)"
+            "have been too narrow (under mode=auto a run retrains once those served since the "
+            "last retrain are)"
         )
         outcome.warnings.append(message)
         run_logger().warning("%s", message)

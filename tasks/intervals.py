@@ -33,6 +33,13 @@ MIN_RETURNS = 30
 """The fewest daily log returns `naive_band` estimates a spread from: with 30, the sample
 standard deviation is still off by about 1 / sqrt(2 (n - 1)) = 13% by chance alone."""
 
+SERVED_DAYS = 90
+"""The served bands' realised coverage is read over this many newest scored days at h=1, the
+longest window of the `forecast_accuracy` view."""
+COVERAGE_P_VALUE = 0.01
+"""A test window's band coverage fails when a one-sided binomial test puts it this far below
+nominal: below 92.7% (95% band) or 76.1% (80%) on 560 days, 88.3% or 66.7% on 60."""
+
 
 def _rows(actual: Any, *others: Any) -> tuple[np.ndarray, ...]:
     arrays = tuple(np.asarray(a, dtype=float).reshape(-1) for a in (actual, *others))
@@ -306,3 +313,31 @@ def band_scores(
             [coverage(y, edge((100 - c) / 200), edge((100 + c) / 200)) for c in central]
         )
     return scores
+
+
+def served_coverage(rows: list[tuple[float, float, float, float, float]]) -> dict[str, Any]:
+    """How the served bands of `rows` (`db.forecasts.served_bands`) did: how many, and the
+    realised coverage of their 80% and 95% bands in %."""
+    actual, low95, low80, high80, high95 = (list(column) for column in zip(*rows, strict=True))
+    return {
+        "n": len(rows),
+        "cov80": coverage(actual, low80, high80),
+        "cov95": coverage(actual, low95, high95),
+    }
+
+
+def too_narrow(n: int, cov80: float | None, cov95: float | None) -> tuple[int, float] | None:
+    """The first band, (nominal %, covered %), whose coverage of `n` days is further below
+    nominal than chance allows (one-sided binomial test at `COVERAGE_P_VALUE`); None when
+    neither is, or without bands.
+
+    Only too narrow a band fails: it claims more certainty than it has. One that covers more
+    than nominal is honest but wide, and the interval score charges its width."""
+    for nominal, covered in ((80, cov80), (95, cov95)):
+        if covered is None or n == 0:
+            continue
+        hits = round(covered / 100 * n)
+        test = stats.binomtest(hits, n, nominal / 100, alternative="less")
+        if test.pvalue < COVERAGE_P_VALUE:
+            return nominal, covered
+    return None

@@ -19,15 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from candlecast import __version__
 from db import registry
 from db.schema import ModelVersion
+from tasks.intervals import too_narrow
 from tasks.timing import Stages
 from tasks.trained import TrainedModel
 from tasks.walk import WALK_EVERY, served_walk
 
 TIE_MARGIN = 0.001
 """Relative difference in MAPE, or in interval score, below which two forecasts tie."""
-COVERAGE_P_VALUE = 0.01
-"""A test window's band coverage fails when a one-sided binomial test puts it this far below
-nominal: below 92.7% (95% band) or 76.1% (80%) on 560 days, 88.3% or 66.7% on 60."""
 
 
 @dataclass(frozen=True)
@@ -70,25 +68,6 @@ def miscalibrated(score: WindowScore) -> str | None:
         return None
     nominal, covered = short
     return f"its {nominal}% band covers {covered:.1f}% of {score.n} test days"
-
-
-def too_narrow(n: int, cov80: float | None, cov95: float | None) -> tuple[int, float] | None:
-    """The first band, (nominal %, covered %), whose coverage of `n` days is further below
-    nominal than chance allows (one-sided binomial test at `COVERAGE_P_VALUE`); None when
-    neither is, or without bands.
-
-    Only too narrow a band fails: it claims more certainty than it has. One that covers more
-    than nominal is honest but wide, and the interval score charges its width."""
-    from scipy import stats
-
-    for nominal, covered in ((80, cov80), (95, cov95)):
-        if covered is None or n == 0:
-            continue
-        hits = round(covered / 100 * n)
-        test = stats.binomtest(hits, n, nominal / 100, alternative="less")
-        if test.pvalue < COVERAGE_P_VALUE:
-            return nominal, covered
-    return None
 
 
 def beats_persistence(score: WindowScore) -> bool:

@@ -285,19 +285,21 @@ def decide(
     retrain_val_ratio: float | None,
     retrain_every: int,
     tolerance: float,
+    narrow: bool = False,
 ) -> Kind:
     """Fine-tune or retrain? Pure; `auto` fine-tunes unless a retrain is due.
 
     `auto` retrains when there is no model, after `retrain_every` fine-tunes since the last
-    retrain, or when the current model's validation ratio (MAPE / persistence MAPE on the same
-    rows, so calm and wild periods compare) exceeds the last retrain's by more than
-    `tolerance` (relative): val_ratio > retrain_val_ratio * (1 + tolerance).
+    retrain, when the bands served since the last retrain have been too narrow (`narrow`,
+    `tasks.intervals.too_narrow`), or when the current model's validation ratio (MAPE /
+    persistence MAPE on the same rows, so calm and wild periods compare) exceeds the last
+    retrain's by more than `tolerance` (relative): val_ratio > retrain_val_ratio * (1 + tolerance).
     """
     if policy == "retrain" or not has_model:
         return "retrain"
     if policy == "fine_tune":
         return "fine_tune"
-    if fine_tunes_since_retrain >= retrain_every:
+    if fine_tunes_since_retrain >= retrain_every or narrow:
         return "retrain"
     if val_ratio is not None and retrain_val_ratio is not None:
         if val_ratio > retrain_val_ratio * (1 + tolerance):
@@ -313,11 +315,13 @@ def update_model(
     timeframe: str = "d",
     track_price_mape: bool = True,
     stages: Stages | None = None,
+    narrow: bool = False,
 ) -> TrainedModel:
     """The daily step: fine-tune `previous` or retrain from scratch, as `decide` says.
 
     Under `auto`, a fine-tune whose validation ratio degrades beyond the tolerance is replaced
-    at once by a retrain. `stages` gets the seconds of every training this took.
+    at once by a retrain. `narrow`: the bands served since the last retrain have been too
+    narrow. `stages` gets the seconds of every training this took.
     """
     has = previous is not None
     kind = decide(
@@ -328,6 +332,7 @@ def update_model(
         previous.retrain_val_ratio if has else None,
         config.retrain_every,
         config.degrade_tolerance,
+        narrow,
     )
     if kind == "retrain" or previous is None:
         return train_model(frame, config, timeframe, track_price_mape, stages)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from tasks.evaluate import evaluate
 from tasks.forecast import band_residuals, unseen_time
-from tasks.intervals import band_scores
+from tasks.intervals import BAND_EDGES, BAND_LEVELS, SERVED_DAYS, band_scores
 from tasks.prepare import windows
 from tasks.train import fine_tune
 from tasks.trained import TrainedModel, predict_prices
@@ -39,6 +39,7 @@ class Walk:
     seconds: float = 0.0
     retrains: int = 0
     fine_tunes: int = 0
+    narrow: int = 0  # retrains the served bands asked for, too narrow since the last retrain
     origins: list[np.ndarray] = field(default_factory=list)
     quantiles: list[np.ndarray] = field(default_factory=list)
 
@@ -67,6 +68,18 @@ class Walk:
         return evaluate(
             *(np.concatenate(v) for v in (self.actual, self.predicted, self.persistence))
         )
+
+    def served(self, closes: np.ndarray, since: int, until: int) -> list[tuple[float, ...]]:
+        """The newest `SERVED_DAYS` of the walked h=1 bands from origins at or after row
+        `since` whose target row is at most `until`, as `db.forecasts.served_bands` reads
+        the served ones: (realised close, low95, low80, high80, high95)."""
+        if not self.quantiles:
+            return []
+        origins = self.band_origins()
+        keep = np.flatnonzero((origins >= since) & (origins + 1 <= until))[-SERVED_DAYS:]
+        columns = [BAND_LEVELS.index(level) for level in BAND_EDGES.values()]
+        edges = np.concatenate(self.quantiles)[keep, 0][:, columns]
+        return [(closes[o + 1], *row) for o, row in zip(origins[keep], edges.tolist(), strict=True)]
 
     def band_origins(self) -> np.ndarray:
         return np.concatenate(self.origins) if self.origins else np.empty(0, np.int64)

@@ -156,8 +156,12 @@ def test_served_bands_are_the_newest_scored_banded_forecasts_at_one_horizon(db_u
         every = forecasts.served_bands(session, "Binance", "BTCUSDT", "d", limit=90)
         newest = forecasts.served_bands(session, "Binance", "BTCUSDT", "d", limit=2)
         other = forecasts.served_bands(session, "Binance", "ETHUSDT", "d", limit=90)
+        since = forecasts.served_bands(session, "Binance", "BTCUSDT", "d", 90, since=day(2))
+        until = forecasts.served_bands(session, "Binance", "BTCUSDT", "d", 90, until=day(2))
     banded = [(y, *model) for y, model, _ in CASES if model is not None]
     assert every == banded[::-1] and newest == banded[:-3:-1] and other == []
+    assert since == banded[:1:-1]  # forecast from day 2 on (as_of >= since)
+    assert until == banded[1::-1]  # targets up to day 2: forecast from days 0 and 1
 
 
 def test_latest_forecasts_show_both_bands_and_null_where_there_is_none(db_url: str) -> None:

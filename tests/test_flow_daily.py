@@ -3,7 +3,7 @@ PostgreSQL, with the tiny preset and CDD files served on 127.0.0.1."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,9 @@ from db.schema import Forecast, ModelVersion
 from db.session import session_factory
 from flows.daily import _outcome_and_cause, backfill, daily_forecast, forecast_one
 from models import presets
-from tasks.daily import _note_served, forecast_symbol, served_coverage
+from tasks.daily import _note_served, forecast_symbol
 from tasks.forecast import forecast
+from tasks.intervals import served_coverage
 from tasks.outcome import SymbolOutcome
 from tasks.registry import load_trained
 from tasks.report import plots_key
@@ -182,6 +183,36 @@ def test_backfill_uses_only_past_data_and_is_idempotent(prefect_env: Settings) -
     assert served and outcomes[-1].served == served_coverage(served)  # the report's figures
     again = backfill("WAVEUSDT", date(2025, 10, 10), date(2025, 10, 12), preset="tiny", horizon=1)
     assert again == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # its SQL: test_bands_sql
+def test_auto_retrains_once_the_bands_served_since_the_last_retrain_were_too_narrow(
+    prefect_env: Settings,
+) -> None:
+    daily_forecast(symbols=["WAVEUSDT"], preset="tiny", horizon=1)  # ingest + first model
+    days = backfill("WAVEUSDT", date(2025, 10, 6), date(2025, 10, 9), preset="tiny", horizon=1)
+    reason = "band served since the last retrain covered"
+    assert days[0].action == "retrain" and not any(reason in o.decision for o in days)
+    url = prefect_env.sqlalchemy_url()
+    with session_factory(url).begin() as session:  # every band since that retrain missed
+        since, until = (datetime.fromisoformat(o.as_of) for o in (days[0], days[-1]))
+        served = select(Forecast).where(Forecast.as_of.between(since, until), Forecast.horizon == 1)
+        missed = session.scalars(served).all()
+        for row in missed:
+            row.low95 = row.low80 = row.high80 = row.high95 = 2 * row.realized_close
+    assert len(missed) == 4
+    (narrow,) = backfill(
+        "WAVEUSDT", date(2025, 10, 10), date(2025, 10, 10), preset="tiny", horizon=1
+    )
+    assert narrow.action == "retrain"
+    assert narrow.decision.startswith(
+        "the 80% band served since the last retrain covered 0.0% of 4 days, further below"
+    )
+    # the misses before that retrain ask for no other: its own bands start the count again
+    (after,) = backfill(
+        "WAVEUSDT", date(2025, 10, 11), date(2025, 10, 11), preset="tiny", horizon=1
+    )
+    assert after.action == "fine_tune" and reason not in after.decision
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # flows only: no new SQL

@@ -82,6 +82,11 @@ def test_decide(policy, has_model, count, ratio, retrain_ratio, expected):
     assert decide(policy, has_model, count, ratio, retrain_ratio, 30, 0.1) == expected
 
 
+@pytest.mark.parametrize(("policy", "expected"), [("auto", "retrain"), ("fine_tune", "fine_tune")])
+def test_bands_served_too_narrow_retrain_under_auto_only(policy, expected):
+    assert decide(policy, True, 3, 0.99, 0.98, 30, 0.1, narrow=True) == expected
+
+
 def test_update_model_follows_the_policy(wavy_frame):
     first = update_model(None, wavy_frame, TINY)
     assert first.kind == "retrain"

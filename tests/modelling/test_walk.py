@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.presets import preset
+from tasks.intervals import BAND_EDGES, BAND_LEVELS, SERVED_DAYS
 from tasks.registry import WindowScore, walk_scores
 from tasks.train import train_model
 from tasks.trained import TrainedModel
@@ -61,3 +62,20 @@ def test_nothing_after_a_blocks_start_reaches_its_forecasts(trained, closes):
     after = [np.concatenate(w.predicted)[-2:] for w in walks]
     assert not np.allclose(*after)
     assert not np.allclose(quantiles[0][-2:], quantiles[1][-2:])
+
+
+def test_served_rows_are_the_h1_bands_known_since_a_row(trained, closes):
+    """`Walk.served` reads the walked bands as the flow reads the stored ones
+    (`db.forecasts.served_bands`): realised close and the four band edges at h=1, only those
+    forecast from `since` on whose target is at most `until`, the newest `SERVED_DAYS`."""
+    frame = make_candles(closes)
+    walk = served_walk(trained, frame, every=7)
+    origins, bands = walk.band_origins(), np.concatenate(walk.quantiles)[:, 0]
+    since, until = int(origins[3]), int(origins[20]) + 1
+    rows = walk.served(closes, since=since, until=until)
+    edges = [BAND_LEVELS.index(level) for level in BAND_EDGES.values()]
+    expected = [(closes[o + 1], *bands[i, edges]) for i, o in enumerate(origins) if 3 <= i <= 20]
+    np.testing.assert_allclose(rows, expected)
+    low95, low80, high80, high95 = np.asarray(rows)[:, 1:].T
+    assert (low95 <= low80).all() and (low80 <= high80).all() and (high80 <= high95).all()
+    assert len(walk.served(closes, since=0, until=len(closes))) == len(origins) < SERVED_DAYS

@@ -16,7 +16,8 @@ from db import forecasts, registry
 from db.queries import upsert_candles
 from db.schema import Forecast, ModelBlob, ModelVersion
 from db.session import session_factory
-from tasks.registry import TIE_MARGIN, WindowScore, gate, miscalibrated, too_narrow
+from tasks.intervals import too_narrow
+from tasks.registry import TIE_MARGIN, WindowScore, gate, miscalibrated
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -195,13 +196,15 @@ def test_the_version_that_saw_the_newest_candle_is_found_by_its_data(db_url: str
     add(db_url, new(data_end=day(8)), False, day(11))  # v2, v3: a backfill of older days
     add(db_url, new(data_end=day(9)), False, day(11))
     add(db_url, new(data_end=None), False, day(11))  # v4: no data range recorded
+    add(db_url, new(data_end=day(7), kind="fine_tune"), False, day(11))  # v5
     with session_factory(db_url)() as session:
 
         def found(symbol: str = "BTCUSDT", **kw: object) -> int | None:
             version = registry.latest_version(session, "Binance", symbol, "d", **kw)
             return None if version is None else version.version
 
-        assert found() == 4 and found(by="data_end") == 1
+        assert found() == 5 and found(by="data_end") == 1 and found(kind="retrain") == 4
+        assert found(kind="fine_tune") == 5
         assert found(by="data_end", data_until=day(9)) == 3
         assert found("ETHUSDT", by="data_end") is None
 
