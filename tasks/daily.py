@@ -53,7 +53,6 @@ class Loaded:
     seen: ModelVersion | None  # the version that saw the newest candles
     ingest_run_id: int | None
     backfill: bool
-    served: dict[str, Any] | None = None  # `served_coverage` of the bands since the last retrain
 
     def outcome(self, **fields: Any) -> SymbolOutcome:
         """An outcome with what every path knows: the series, the data and the ingest."""
@@ -156,12 +155,11 @@ def _load(
         previous = load_trained(session, base) if base is not None else None
         seen = registry.latest_version(session, *series, data_until=as_of, by="data_end")
         run = latest_ingest_run(session, *series)
-        if frame.empty:
-            raise ValueError(
-                f"{series.symbol}: no candles stored for {series.exchange} {series.timeframe}; "
-                "ingest first"
-            )
-        served = _served_since_retrain(session, series, frame.index[-1].to_pydatetime())
+    if frame.empty:
+        raise ValueError(
+            f"{series.symbol}: no candles stored for {series.exchange} {series.timeframe}; "
+            "ingest first"
+        )
     if previous is not None and previous.config.name != config.name:
         run_logger().info(
             "%s: preset changed from %s to %s: retraining",
@@ -171,9 +169,8 @@ def _load(
         )
         previous = None
     return Loaded(
-        series, frame, ingested, base, previous, seen, run.id if run else None, as_of is not None,
-        served,
-    )  # fmt: skip
+        series, frame, ingested, base, previous, seen, run.id if run else None, as_of is not None
+    )
 
 
 def _served_since_retrain(
@@ -240,11 +237,11 @@ def _train_and_register(
     from tasks.train import refit, update_model
 
     log, series = run_logger(), loaded.series
+    narrow = _narrow(sessions, loaded) if mode == "auto" else None
     try:
         with ExitStack() as slot:
             with stages("slot"):  # waiting for one of the host's training slots
                 slot.enter_context(training_slot())
-            narrow = _narrow(loaded) if mode == "auto" else None
             trained = update_model(
                 loaded.previous, loaded.frame, config, mode, series.timeframe, stages=stages,
                 narrow=narrow is not None,
@@ -288,11 +285,16 @@ def _train_and_register(
     return Update(outcome, trained, version, new=True)
 
 
-def _narrow(loaded: Loaded) -> str | None:
+def _narrow(sessions: Sessions, loaded: Loaded) -> str | None:
     """Why `auto` retrains today: the bands served since the last retrain have been too
-    narrow (`tasks.intervals.too_narrow`); logged. None when they have not."""
-    served = loaded.served
-    short = too_narrow(**served) if served is not None and loaded.previous is not None else None
+    narrow (`tasks.intervals.too_narrow`); logged. None when they have not, or with no model
+    to fine-tune."""
+    if loaded.previous is None:
+        return None
+    with sessions() as session:
+        until = loaded.frame.index[-1].to_pydatetime()
+        served = _served_since_retrain(session, loaded.series, until)
+    short = too_narrow(**served) if served is not None else None
     if short is None:
         return None
     reason = (
