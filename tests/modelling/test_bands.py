@@ -17,6 +17,7 @@ from tasks.bands import (
     VOLATILITY_COLUMNS,
     band_samples,
     calibrate,
+    centred_levels,
     conformal_levels,
     long_run_variance,
     recent_offsets,
@@ -76,13 +77,18 @@ def test_calibration_reads_the_levels_of_the_standardized_residuals():
     y = rng.standard_t(3, (n, 2))
     y[:40, 1] = np.nan  # the second horizon has too few residuals: the Gaussian's levels stand
     offsets, counts = calibrate(y / 2.0)
-    z = np.sort(y[:, 0] / 2.0)
-    for level, offset in zip(BAND_LEVELS, offsets[0], strict=True):
-        # at least a share `level` of (n + 1) lies at or below an upper level's value
-        rank = np.ceil((n + 1) * level) if level > 0.5 else np.floor((n + 1) * level)
-        assert offset == pytest.approx(z[int(rank) - 1] - np.median(z), rel=1e-5)
+    np.testing.assert_allclose(offsets[0], _halfway(y[:, 0] / 2.0))
     assert counts == (n, 0)
     np.testing.assert_allclose(offsets[1], stats.norm.ppf(BAND_LEVELS))
+
+
+def test_conformal_levels_are_the_finite_sample_ranks():
+    z = np.random.default_rng(0).standard_t(3, MIN_CALIBRATION + 30)
+    n, ranked = z.size, np.sort(z)
+    for level, value in zip(BAND_LEVELS, conformal_levels(z, np.asarray(BAND_LEVELS)), strict=True):
+        # at least a share `level` of (n + 1) lies at or below an upper level's value
+        rank = np.ceil((n + 1) * level) if level > 0.5 else np.floor((n + 1) * level)
+        assert value == ranked[int(rank) - 1]
 
 
 def test_the_bands_never_see_the_test_part():
@@ -208,6 +214,26 @@ def test_band_scores_are_the_interval_metrics_per_horizon():
     assert realised[0][7] == scores["cov80"][0] and realised[1][-1] == scores["cov95"][1]
 
 
+def _halfway(z: np.ndarray) -> np.ndarray:
+    """The mean of z's conformal levels less their median and a Gaussian's with their std."""
+    levels = np.asarray(BAND_LEVELS)
+    conformal = conformal_levels(z, levels) - np.median(z)
+    return (conformal + np.std(z, ddof=1) * stats.norm.ppf(levels)) / 2
+
+
+def test_centred_levels_lie_between_the_conformal_and_the_gaussian_edges():
+    rng = np.random.default_rng(7)
+    z = rng.standard_t(3, 400)  # heavier tails than a Gaussian's
+    levels = np.asarray(BAND_LEVELS)
+    offsets = centred_levels(z)
+    conformal = conformal_levels(z, levels) - np.median(z)
+    gaussian = np.std(z, ddof=1) * stats.norm.ppf(levels)
+    lo, hi = np.minimum(conformal, gaussian), np.maximum(conformal, gaussian)
+    assert ((offsets >= lo) & (offsets <= hi)).all()
+    assert offsets[levels == 0.5] == pytest.approx(0.0, abs=0.05)  # centred on the median
+    assert not np.allclose(offsets, conformal) and not np.allclose(offsets, gaussian)
+
+
 def test_served_levels_come_from_the_newest_residuals_known_at_the_origin():
     rng = np.random.default_rng(4)
     n, horizon = 900, 2
@@ -218,14 +244,13 @@ def test_served_levels_come_from_the_newest_residuals_known_at_the_origin():
     at = np.array([20, 600, 601, 899])
     offsets = recent_offsets(z, origins, at, fallback)
     np.testing.assert_array_equal(offsets[0], np.asarray(fallback))  # too few residuals yet
-    levels = np.asarray(BAND_LEVELS)
     for i, t in enumerate(at[1:], start=1):
         for h in range(horizon):
             known = z[: t - h, h][-RECALIBRATION_ORIGINS:]  # origin + (h + 1) <= t
-            expected = conformal_levels(known, levels) - np.median(known)
+            expected = _halfway(known)
             np.testing.assert_allclose(offsets[i, h], expected)
     assert offsets[3, 0, -1] > 2 * offsets[1, 0, -1]  # a year later the band has widened
     # residuals of the rows the networks trained on are left out
     late = recent_offsets(z, origins, at[-1:], fallback, unseen_from=700)
     known = z[700 : 899 - 1, 1]
-    np.testing.assert_allclose(late[0, 1], conformal_levels(known, levels) - np.median(known))
+    np.testing.assert_allclose(late[0, 1], _halfway(known))
