@@ -52,6 +52,9 @@ newest periods (a year of days) up to its origin, as the naive band's are."""
 MIN_CALIBRATION = 50
 """The fewest residuals a horizon's levels are read from; below, the stored levels (or the
 Gaussian's) stand (with 50, the 2.5% tail holds about one residual)."""
+GAUSSIAN_LEVELS = stats.norm.ppf(BAND_LEVELS)
+"""The standard Gaussian's quantiles at `BAND_LEVELS`, read once: every served origin's
+levels use them (:func:`centred_levels`)."""
 
 
 def volatility_frame(frame: pd.DataFrame, timeframe: str) -> pd.DataFrame:
@@ -301,7 +304,7 @@ def calibrate(z: np.ndarray) -> tuple[tuple[tuple[float, ...], ...], tuple[int, 
     """Per horizon, :func:`centred_levels` of the standardized residuals z (n, H), NaN where
     unknown; the Gaussian's where fewer than `MIN_CALIBRATION` are known. Returns (offsets,
     how many residuals each horizon's were read from, 0 for the Gaussian's)."""
-    gaussian = tuple(float(v) for v in stats.norm.ppf(BAND_LEVELS))
+    gaussian = tuple(float(v) for v in GAUSSIAN_LEVELS)
     offsets, counts = [], []
     for h in range(z.shape[1]):
         known = z[np.isfinite(z[:, h]), h]
@@ -354,10 +357,8 @@ def centred_levels(z: np.ndarray) -> np.ndarray:
     residuals, and at h > 1 those overlap; the Gaussian reads its width from all of them,
     the conformal levels keep their skew and tails. Alone, either missed more targets on
     the shared files (bench/RESULTS.md)."""
-    levels = np.asarray(BAND_LEVELS)
-    conformal = conformal_levels(z, levels) - np.median(z)
-    gaussian = np.std(z, ddof=1) * stats.norm.ppf(levels)
-    return (conformal + gaussian) / 2
+    conformal = conformal_levels(z, np.asarray(BAND_LEVELS)) - np.median(z)
+    return (conformal + np.std(z, ddof=1) * GAUSSIAN_LEVELS) / 2
 
 
 def conformal_levels(z: np.ndarray, levels: np.ndarray) -> np.ndarray:
