@@ -18,6 +18,8 @@ before, the weights stay fixed within the block). Modes:
 `--lecture-epochs` epochs (said in the table). Training seconds are wall-clock time of all fits.
 
 A COIN (`ADA`, or the pair `ADAUSDT`) names a shared daily file; the default is all four.
+`--until DAY` walks each file as if it ended that day: a test period nobody designed on, for a
+hold-out (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -82,15 +85,24 @@ def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int
     return walk
 
 
-def load_files(files: list[Path]) -> list[tuple[str, pd.DataFrame]]:
-    """(symbol, final candles) of each file, the symbol read from the file's own symbol column;
-    all are read before any training, so a file that is not one pair's CDD file fails at once.
+def load_files(files: list[Path], until: date | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """(symbol, final candles) of each file, the symbol read from the file's own symbol column,
+    and only the candles of the days up to `until` when given; all are read before any
+    training, so a file that is not one pair's CDD file fails at once.
 
     Raises
     ------
     ValueError or candlecast.core.errors.ParseError, naming the file or its pair.
     """
-    return [load_daily(path) for path in files]
+    series = [load_daily(path) for path in files]
+    if until is None:
+        return series
+    end = pd.Timestamp(until + timedelta(days=1), tz="UTC")
+    cut = [(symbol, frame.loc[frame.index < end]) for symbol, frame in series]
+    for (symbol, frame), path in zip(cut, files, strict=True):
+        if frame.empty:
+            raise ValueError(f"{Path(path).name}: no {symbol} candle on or before {until}")
+    return cut
 
 
 def run(
@@ -177,10 +189,14 @@ def main(argv: list[str] | None = None) -> None:
         "--modes", nargs="+", default=["retrain", "auto"], choices=["retrain", "auto"],
         help="the `default` walks to run",
     )  # fmt: skip
+    parser.add_argument(
+        "--until", type=date.fromisoformat, metavar="YYYY-MM-DD",
+        help="walk each file as if it ended on this day (a hold-out period)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     changes = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
     try:
-        series = load_files(args.files)
+        series = load_files(args.files, args.until)
     except (OSError, ValueError, CandlecastError) as exc:  # expected: one line, no traceback
         parser.exit(2, f"forecast_quality: {exc}\n")
     rows = run(
@@ -189,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     if changes:
         print(f"knobs changed: {changes}")
+    if args.until:
+        print(f"files cut after {args.until}")
     print()
     print(_format([{k: v for k, v in r.items() if k != "bands"} for r in rows]))
     items = [

@@ -1,9 +1,11 @@
-"""bench/forecast_quality.py reads each file's pair from the file itself, and refuses a file
-it cannot tell the pair of before any training starts."""
+"""bench/forecast_quality.py reads each file's pair from the file itself, refuses a file it
+cannot tell the pair of before any training starts, and cuts files at `--until` for a
+hold-out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -79,4 +81,24 @@ def test_a_file_of_several_pairs_fails_at_once_naming_them(
     assert exited.value.code == 2
     assert capsys.readouterr().err == (
         "forecast_quality: mixed.csv: holds 2 pairs (BTCUSDT, ETHUSDT), not one\n"
+    )
+
+
+def test_until_keeps_every_candle_up_to_that_day_and_none_after() -> None:
+    ((symbol, cut),) = forecast_quality.load_files([BTC], until=date(2023, 6, 30))
+    _, whole = load_daily(BTC)
+    assert symbol == "BTCUSDT"
+    assert cut.index[-1] == pd.Timestamp("2023-06-30", tz="UTC")
+    pd.testing.assert_frame_equal(cut, whole.loc[: cut.index[-1]])
+    assert len(cut) < len(whole)
+
+
+def test_an_until_before_a_file_begins_fails_at_once_naming_the_file(
+    no_training: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        forecast_quality.main([str(BTC), "--presets", "tiny", "--until", "2017-08-16"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "forecast_quality: Binance_BTCUSDT_d.csv: no BTCUSDT candle on or before 2017-08-16\n"
     )
