@@ -30,13 +30,20 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench.bands import garch_quantiles
 from bench.data import DAILY_FILES, daily_file, load_daily
 from candlecast.core.errors import CandlecastError
 from models.presets import ModelConfig, preset
-from tasks.intervals import band_scores, naive_quantiles, served_coverage, too_narrow
+from tasks.intervals import (
+    band_scores,
+    band_tests,
+    naive_quantiles,
+    served_coverage,
+    too_narrow,
+)
 from tasks.prepare import split_bounds
 from tasks.train import refit, update_model
 from tasks.walk import Walk, realised
@@ -44,17 +51,20 @@ from tasks.walk import Walk, realised
 
 def band_table(frame: pd.DataFrame, walk: Walk, refit_every: int) -> dict[str, dict]:
     """{band: band_scores} for the walk's bands, the naive band and GARCH(1,1)-t, on the same
-    origins (bench/bands.py builds the baselines)."""
+    origins (bench/bands.py builds the baselines); each baseline's also holds the p-values of
+    the walk's interval score and pinball loss against its own (`band_tests`)."""
     closes, origins = frame["close"].to_numpy(), walk.band_origins()
     horizon = walk.quantiles[0].shape[1]
     actual = realised(closes, origins, horizon)
-    return {
-        "model": walk.band_scores(closes),
-        "naive": band_scores(actual, naive_quantiles(closes, origins, horizon)),
-        "garch": band_scores(
-            actual, garch_quantiles(frame["close"], origins, horizon, refit_every)
-        ),
+    model = np.concatenate(walk.quantiles)
+    baselines = {
+        "naive": naive_quantiles(closes, origins, horizon),
+        "garch": garch_quantiles(frame["close"], origins, horizon, refit_every),
     }
+    table = {"model": walk.band_scores(closes)}
+    for band, quantiles in baselines.items():
+        table[band] = band_scores(actual, quantiles) | band_tests(actual, model, quantiles)
+    return table
 
 
 def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int) -> Walk:
@@ -129,16 +139,18 @@ def run(
 
 
 BAND_KEYS = ("cov80", "cov95", "winkler95", "pinball")
+TEST_KEYS = ("winkler95_p", "pinball_p")
 
 
 def _band_format(row: dict[str, object]) -> str:
-    """One walk's bands beside the baselines' at h = 1 and the longest horizon, in %."""
+    """One walk's bands beside the baselines' at h = 1 and the longest horizon, in %; a
+    baseline's p columns test the walk's scores against its own (Diebold-Mariano)."""
     table = {}
     for band, scores in row["bands"].items():
         last = len(scores["n"])
         for h in sorted({1, last}):
-            keys = ("n", *BAND_KEYS, "below95", "above95")
-            table[(band, h)] = {key: scores[key][h - 1] for key in keys}
+            keys = ("n", *BAND_KEYS, "below95", "above95", *TEST_KEYS)
+            table[(band, h)] = {key: (scores.get(key) or [None] * h)[h - 1] for key in keys}
     frame = pd.DataFrame(table).T.rename_axis(["band", "h"])
     title = f"{row['symbol']} {row['preset']} {row['mode']}: bands, % of the realised close"
     return f"{title}\n{frame.to_string(float_format='{:.3f}'.format)}\n"
@@ -146,7 +158,8 @@ def _band_format(row: dict[str, object]) -> str:
 
 def _band_results(row: dict[str, object]) -> list[str]:
     """RESULT items of one walk's bands: {SYM}_{preset}_{metric}_h{h} for the served path
-    (`auto`, else retrain: {SYM}_{preset}_retrain_...), and {SYM}_naive_/_garch_ beside."""
+    (`auto`, else retrain: {SYM}_{preset}_retrain_...), {SYM}_naive_/_garch_ beside, and the
+    p-values of the walk's scores against each: {SYM}_{preset}_{metric}_p_{baseline}_h{h}."""
     symbol, name = row["symbol"], str(row["preset"]).split()[0]
     prefix = {"model": f"{symbol}_{name}" + ("" if row["mode"] == "auto" else "_retrain")}
     prefix |= {band: f"{symbol}_{band}" for band in ("naive", "garch")}
@@ -154,6 +167,11 @@ def _band_results(row: dict[str, object]) -> list[str]:
     for band, scores in row["bands"].items():
         for h in sorted({1, len(scores["n"])}):
             items += [f"{prefix[band]}_{key}_h{h}={scores[key][h - 1]:.4f}" for key in BAND_KEYS]
+            items += [
+                f"{prefix['model']}_{key}_{band}_h{h}={scores[key][h - 1]:.4f}"
+                for key in TEST_KEYS
+                if scores.get(key) and scores[key][h - 1] is not None
+            ]
     return items
 
 

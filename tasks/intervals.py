@@ -102,12 +102,18 @@ def winkler(actual: Any, lower: Any, upper: Any, alpha: float) -> float:
     ------
     ValueError: alpha is not in (0, 1), or as `coverage`.
     """
+    return float(np.mean(winkler_losses(actual, lower, upper, alpha)))
+
+
+def winkler_losses(actual: Any, lower: Any, upper: Any, alpha: float) -> np.ndarray:
+    """Each row's interval score IS_i / y_i in percent, as :func:`winkler` averages them
+    (and raises)."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     y, lo, hi = _band(actual, lower, upper)
     below = (2.0 / alpha) * np.clip(lo - y, 0.0, None)
     above = (2.0 / alpha) * np.clip(y - hi, 0.0, None)
-    return float(100.0 * np.mean((hi - lo + below + above) / y))
+    return 100.0 * (hi - lo + below + above) / y
 
 
 def pinball(actual: Any, quantiles: Mapping[float, Any]) -> float:
@@ -132,6 +138,12 @@ def pinball(actual: Any, quantiles: Mapping[float, Any]) -> float:
     ------
     ValueError: no levels, a level outside (0, 1), or as `coverage` for each level's array.
     """
+    return float(np.mean(pinball_losses(actual, quantiles)))
+
+
+def pinball_losses(actual: Any, quantiles: Mapping[float, Any]) -> np.ndarray:
+    """Each row's pinball loss averaged over the levels, in percent, as :func:`pinball`
+    averages them over the rows (and raises)."""
     if not quantiles:
         raise ValueError("pinball needs at least one quantile level")
     losses = []
@@ -140,7 +152,7 @@ def pinball(actual: Any, quantiles: Mapping[float, Any]) -> float:
             raise ValueError(f"quantile levels must be in (0, 1), got {q}")
         y, p = _rows(actual, forecast)
         losses.append(np.maximum(q * (y - p), (q - 1.0) * (y - p)) / y)
-    return float(100.0 * np.mean(losses))
+    return 100.0 * np.mean(losses, axis=0)
 
 
 def naive_band(
@@ -307,12 +319,61 @@ def band_scores(
         lo, hi = BANDS[95]
         scores["below95"].append(float(100 * np.mean(y < edge(lo))))
         scores["above95"].append(float(100 * np.mean(y > edge(hi))))
-        scores["winkler95"].append(winkler(y, edge(lo), edge(hi), alpha=0.05))
-        scores["pinball"].append(pinball(y, {level: edge(level) for level in PINBALL_LEVELS}))
+        interval, quantile = _row_losses(y, q, index)
+        scores["winkler95"].append(float(np.mean(interval)))
+        scores["pinball"].append(float(np.mean(quantile)))
         scores["calibration"]["realised"].append(
             [coverage(y, edge((100 - c) / 200), edge((100 + c) / 200)) for c in central]
         )
     return scores
+
+
+def band_tests(
+    actual: np.ndarray,
+    quantiles: np.ndarray,
+    baseline: np.ndarray,
+    levels: tuple[float, ...] = BAND_LEVELS,
+) -> dict[str, list[float | None]]:
+    """Per horizon, whether a band forecast's interval score and pinball loss differ from a
+    baseline's on the same rows by more than chance: the two-sided p of
+    :func:`diebold_mariano` on the per-row losses, lag h - 1 at horizon h (bands from
+    consecutive origins share h - 1 days of path).
+
+    Parameters
+    ----------
+    actual: (n, H) realised closes, NaN where unknown.
+    quantiles, baseline: (n, H, len(levels)) the two forecasts' quantiles; a row where either
+        has a NaN quantile is left out at that horizon.
+    levels: as :func:`band_scores`.
+
+    Returns
+    -------
+    ``winkler95_p`` and ``pinball_p``, lists over h = 1..H; None where a horizon has fewer
+    than h + 1 rows that both forecasts and the close cover.
+    """
+    index = {round(q, 4): j for j, q in enumerate(levels)}
+    tests: dict[str, list[float | None]] = {"winkler95_p": [], "pinball_p": []}
+    for h in range(actual.shape[1]):
+        known = np.isfinite(actual[:, h])
+        known &= np.isfinite(quantiles[:, h]).all(axis=1) & np.isfinite(baseline[:, h]).all(axis=1)
+        if known.sum() < h + 2:
+            tests["winkler95_p"].append(None)
+            tests["pinball_p"].append(None)
+            continue
+        y = actual[known, h]
+        ours, theirs = (_row_losses(y, q[known, h], index) for q in (quantiles, baseline))
+        for key, mine, other in zip(tests, ours, theirs, strict=True):
+            tests[key].append(diebold_mariano(mine, other, horizon=h + 1)[1])
+    return tests
+
+
+def _row_losses(
+    y: np.ndarray, q: np.ndarray, index: dict[float, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(interval score at 95%, pinball loss) of each row, quantiles `q` at columns `index`."""
+    lo, hi = (q[:, index[level]] for level in BANDS[95])
+    edges = {level: q[:, index[level]] for level in PINBALL_LEVELS}
+    return winkler_losses(y, lo, hi, alpha=0.05), pinball_losses(y, edges)
 
 
 def served_coverage(rows: list[tuple[float, float, float, float, float]]) -> dict[str, Any]:

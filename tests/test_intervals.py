@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from bench.bands import garch_quantiles, origins
 from tasks.intervals import (
@@ -15,12 +16,16 @@ from tasks.intervals import (
     BANDS,
     MIN_RETURNS,
     PINBALL_LEVELS,
+    band_scores,
+    band_tests,
     coverage,
     diebold_mariano,
     naive_band,
     naive_quantiles,
     pinball,
+    pinball_losses,
     winkler,
+    winkler_losses,
 )
 
 Z975 = 1.959963984540054  # the standard normal's 0.975 quantile
@@ -189,6 +194,62 @@ def test_diebold_mariano_finds_a_clearly_better_model_and_is_symmetric():
 def test_diebold_mariano_refuses_too_few_rows_and_bad_input(model, baseline, horizon):
     with pytest.raises(ValueError):
         diebold_mariano(model, baseline, horizon)
+
+
+def test_row_losses_are_what_the_scores_average():
+    # row 0 inside its band: width 20 of 100 = 20%; row 1 is 10 below a band of width 20 at
+    # alpha 0.05: (20 + 40 * 10) / 90 = 466.67%
+    actual, lower, upper = [100.0, 90.0], [90.0, 100.0], [110.0, 120.0]
+    rows = winkler_losses(actual, lower, upper, alpha=0.05)
+    assert rows == pytest.approx([20.0, 420.0 / 90.0 * 100.0])
+    assert winkler(actual, lower, upper, alpha=0.05) == pytest.approx(rows.mean())
+    quantiles = {0.1: [95.0, 80.0], 0.5: [100.0, 95.0], 0.9: [105.0, 99.0]}
+    # row 0: 0.1 * 5 (q=0.1, 5 under) + 0 + 0.1 * 5 (q=0.9, 5 over), over 3 levels, of 100
+    rows = pinball_losses(actual, quantiles)
+    assert rows[0] == pytest.approx(1.0 / 3.0)
+    assert pinball(actual, quantiles) == pytest.approx(rows.mean())
+
+
+def _log_normal_bands(centre: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """(n, 2, levels) quantiles of a log-normal around `centre` with log spread `spread`
+    (n,), the same at both horizons."""
+    z = stats.norm.ppf(BAND_LEVELS)
+    one = centre[:, None] * np.exp(spread[:, None] * z[None, :])
+    return np.stack([one, one], axis=1)
+
+
+def test_band_tests_tell_a_sharper_band_from_chance_and_a_band_from_itself():
+    # quiet and violent stretches: a band that knows each day's spread beats one spread at
+    # the average, on interval score and pinball; against itself the test finds nothing
+    rng = np.random.default_rng(3)
+    n = 600
+    spread = np.where(np.arange(n) // 50 % 2 == 0, 0.01, 0.05)
+    centre = np.full(n, 100.0)
+    actual = centre * np.exp(spread * rng.standard_normal(n))
+    actual = np.column_stack([actual, np.full(n, np.nan)])  # h=2 never realised
+    knows = _log_normal_bands(centre, spread)
+    average = _log_normal_bands(centre, np.full(n, np.sqrt(np.mean(spread**2))))
+    tests = band_tests(actual, knows, average)
+    assert tests["winkler95_p"][0] < 1e-6 and tests["pinball_p"][0] < 1e-3
+    assert tests["winkler95_p"][1] is None and tests["pinball_p"][1] is None
+    assert band_tests(actual, knows, knows) == {
+        "winkler95_p": [1.0, None],
+        "pinball_p": [1.0, None],
+    }
+    scores = band_scores(actual, knows), band_scores(actual, average)
+    assert scores[0]["winkler95"][0] < scores[1]["winkler95"][0]
+
+
+def test_band_tests_leave_out_rows_either_band_lacks():
+    rng = np.random.default_rng(4)
+    n = 200
+    centre = np.full(n, 100.0)
+    actual = (centre * np.exp(0.02 * rng.standard_normal(n)))[:, None].repeat(2, axis=1)
+    wide, narrow = (_log_normal_bands(centre, np.full(n, s)) for s in (0.03, 0.02))
+    gapped = wide.copy()
+    gapped[:10] = np.nan  # a young series: no band on its first origins
+    kept = band_tests(actual[10:], wide[10:], narrow[10:])
+    assert band_tests(actual, gapped, narrow) == kept
 
 
 @pytest.mark.parametrize("paths", [0, 50])
