@@ -10,16 +10,12 @@ forecasts the close h days later, where one exists. Two bands, scored on the sam
 
   naive  `tasks.intervals.naive_band`: persistence, log-normal with the spread of the last 365
          daily log returns up to t, scaled by sqrt(h);
-  garch  GARCH(1,1) with Student-t innovations on 100 x daily log returns, with a zero mean
-         by default: centred on persistence like the naive band (the fitted constant drift,
-         -0.09 to +0.17% a day on the four files, is small beside daily spreads of 2.5-8%
-         and changes sign between them; `--mean constant` fits it). Refitted every
-         `--refit-every` days on every return before the refit day (arch's `last_obs`);
-         between refits the parameters stay fixed and only the variance recursion takes in
-         each new return. At h=1 the quantiles are the fitted standardized Student-t's scaled
-         to the one-day variance forecast (exact under the model). Beyond, the sum of daily
-         t's is no t: the quantiles are the empirical ones of `--paths` simulated paths (seeded),
-         or with `--paths 0` the Student-t scaled to the summed 1..h-day variance forecasts, an
+  garch  GARCH(1,1) with Student-t innovations (`tasks.garch`) on 100 x daily log returns,
+         with a zero mean by default (`--mean constant` fits the drift, -0.09 to +0.17% a
+         day on the four files). Refitted every `--refit-every` days on every return before
+         the refit day; between refits only the variance recursion takes in each new return.
+         Beyond h=1 its quantiles are those of `--paths` simulated paths (seeded), or with
+         `--paths 0` the Student-t scaled to the summed 1..h-day variance forecasts, an
          approximation whose 80% bands at h=7 cover 1.3-4.7 points less (docs/benchmarks.md).
 
 Scores (tasks.intervals) in % of the realised close: coverage of the 80% and 95% bands, the
@@ -33,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from arch.univariate import GARCH, ConstantMean, StudentsT, ZeroMean
 
 from bench.data import DAILY_FILES, load_daily
 from candlecast.core.errors import CandlecastError
+from tasks.garch import MEANS, PATHS, garch_quantiles
 from tasks.intervals import (
     BAND_LEVELS,
     BANDS,
@@ -51,53 +47,11 @@ from tasks.prepare import split_bounds
 TEST_FRACTION = 0.2
 LOOKBACK = 365
 METHODS = ("naive", "garch")
-MEANS = {"zero": ZeroMean, "constant": ConstantMean}
-PATHS = 10_000
 
 
 def origins(n_rows: int) -> np.ndarray:
     """Forecast origins: from the day before the test part to the day before the last."""
     return np.arange(split_bounds(n_rows, 0.0, TEST_FRACTION)[1] - 1, n_rows - 1)
-
-
-def garch_quantiles(
-    closes: pd.Series, starts: np.ndarray, horizon: int, refit_every: int, paths: int = PATHS,
-    mean: str = "zero",
-) -> np.ndarray:  # fmt: skip
-    """[origin, h - 1, level] close quantiles of GARCH(1,1)-t bands, refitted every
-    `refit_every` origins on the returns known at the block's first; see the module docstring."""
-    returns = 100.0 * np.diff(np.log(closes.to_numpy()))  # returns[i] ends on close i + 1
-    rng = np.random.default_rng(0)  # the simulated paths, when asked for
-    out = np.empty((starts.size, horizon, len(BAND_LEVELS)))
-    for first in range(0, starts.size, refit_every):
-        block = starts[first : first + refit_every]
-        # the model holds only the returns known at the block's last origin and is fitted on
-        # those known at its first (returns[:t] end on close t); the forecasts start from the
-        # return ending on the first origin's close, one row per origin: none sees past it
-        model = MEANS[mean](
-            returns[: block[-1]], volatility=GARCH(p=1, q=1), distribution=StudentsT(seed=rng)
-        )
-        fit = model.fit(last_obs=int(block[0]), disp="off")
-        forecast = fit.forecast(
-            horizon=horizon, start=int(block[0]) - 1, reindex=False,
-            method="simulation" if paths else "analytic", simulations=max(paths, 1),
-        )  # fmt: skip
-        log_q = _log_quantiles(forecast, model.distribution.ppf, fit.params["nu"], paths)
-        out[first : first + block.size] = closes.to_numpy()[block, None, None] * np.exp(log_q)
-    return out
-
-
-def _log_quantiles(forecast, ppf, nu: float, paths: int) -> np.ndarray:
-    """[origin, h - 1, level] quantiles of the h-day log return, as a fraction: the fitted
-    Student-t scaled to the summed variance, replaced beyond h=1 by the simulated paths'
-    empirical quantiles when there are paths (at h=1 the scaled Student-t is exact)."""
-    drift = np.cumsum(forecast.mean.to_numpy(), axis=1)  # 0 with a zero mean
-    sd = np.sqrt(np.cumsum(forecast.variance.to_numpy(), axis=1))
-    log_q = drift[:, :, None] + sd[:, :, None] * ppf(list(BAND_LEVELS), [nu])
-    if paths:
-        cumulative = np.cumsum(forecast.simulations.values, axis=2)[:, :, 1:]
-        log_q[:, 1:] = np.moveaxis(np.quantile(cumulative, BAND_LEVELS, axis=1), 0, -1)
-    return log_q / 100.0
 
 
 def scores(

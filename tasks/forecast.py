@@ -21,7 +21,8 @@ from tasks.bands import (
     newest_inputs,
     recent_offsets,
 )
-from tasks.intervals import BAND_EDGES, band_scores, naive_quantiles
+from tasks.garch import next_period_quantiles
+from tasks.intervals import BAND_EDGES, band_scores, band_tests, naive_quantiles
 from tasks.prepare import ScalerParams, feature_values, segment_ids, to_price
 from tasks.trained import TrainedModel
 
@@ -210,11 +211,14 @@ def backtest_bands(
     closes: np.ndarray,
     parts: dict[str, tuple[int, int]],
     unseen_from: int,
+    garch_timeframe: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per part, the bands the model would have served from every origin whose next candle
     lies in its rows [lo, hi) of the frame whose `closes` gave `residuals`, scored per
-    horizon (`band_scores`) beside the naive band's on the same rows; a part without any
-    origin with complete windows is left out.
+    horizon (`band_scores`) beside the naive band's on the same rows and, given the series'
+    `garch_timeframe`, GARCH(1,1)-t's at h=1 (`tasks.garch.next_period_quantiles`); each
+    baseline's scores also hold the p-values of the model's against them (`band_tests`). A
+    part without any origin with complete windows is left out.
 
     Each band is served as :func:`forecast` serves it (`Residuals.served`), centred on the
     recursive point forecast. A horizon whose target lies at or past the part's row `hi`, or
@@ -230,9 +234,12 @@ def backtest_bands(
         quantiles = residuals.served(bands, chosen, unseen_from)
         ahead = np.minimum(at[:, None] + np.arange(1, horizon + 1), len(closes) - 1)
         actual = np.where(np.isfinite(z), closes[ahead], np.nan)
-        scores[part] = {
-            "model": band_scores(actual, quantiles),
-            "naive": band_scores(actual, naive_quantiles(closes, at, horizon)),
+        baselines = {"naive": naive_quantiles(closes, at, horizon)}
+        if garch_timeframe is not None:
+            baselines["garch"] = next_period_quantiles(closes, at, horizon, garch_timeframe)
+        scores[part] = {"model": band_scores(actual, quantiles)} | {
+            name: band_scores(actual, q) | band_tests(actual, quantiles, q)
+            for name, q in baselines.items()
         }
     return scores
 

@@ -133,7 +133,7 @@ def _result(
     if bands is not None and config.test_fraction > 0:  # a served twin has no test part
         if residuals is None:
             residuals = band_residuals(model, prepared.scaler, config, bands, frame, timeframe)
-        for part, scores in _band_metrics(frame, config, bands, residuals).items():
+        for part, scores in _band_metrics(frame, config, bands, residuals, timeframe).items():
             if metrics[part] is not None:
                 metrics[part]["bands"] = scores
     if previous is None:
@@ -160,15 +160,16 @@ def _result(
 
 
 def _band_metrics(
-    frame: pd.DataFrame, config: ModelConfig, bands: Bands, residuals: Residuals
+    frame: pd.DataFrame, config: ModelConfig, bands: Bands, residuals: Residuals, timeframe: str
 ) -> dict[str, dict[str, Any]]:
-    """The bands scored per horizon on the validation and test parts (`backtest_bands`).
-    The validation part is the one the bands were calibrated on: only the test part is out
-    of sample."""
+    """The bands scored per horizon on the validation and test parts (`backtest_bands`),
+    beside the naive band's, and on the test part GARCH(1,1)-t's: the validation part is the
+    one the bands were calibrated on, so only the test part compares out of sample."""
     a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
-    parts = {"val": (a, b), "test": (b, len(frame))}
     closes = frame["close"].to_numpy(dtype=float)
-    return backtest_bands(residuals, bands, closes, parts, a)
+    scores = backtest_bands(residuals, bands, closes, {"val": (a, b)}, a)
+    test = {"test": (b, len(frame))}
+    return scores | backtest_bands(residuals, bands, closes, test, a, garch_timeframe=timeframe)
 
 
 def train_model(

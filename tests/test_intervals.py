@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.bands import garch_quantiles, origins
+from bench.bands import origins
+from tasks.garch import garch_quantiles
 from tasks.intervals import (
     BAND_LEVELS,
     BANDS,

@@ -120,7 +120,11 @@ def test_a_forecast_carries_ordered_bands_around_its_median_up_to_the_band_horiz
     assert out.iloc[TINY.band_horizon :][["low95", "high95"]].isna().all().all()
     scores = trained.metrics["test"]["bands"]
     assert scores["model"]["n"][0] == trained.metrics["test"]["n"]
-    assert set(scores) == {"model", "naive"} and len(scores["model"]["cov95"]) == 3
+    assert set(scores) == {"model", "naive", "garch"} and len(scores["model"]["cov95"]) == 3
+    garch = scores["garch"]  # the next close only, on the same origins
+    assert garch["n"] == [scores["model"]["n"][0], 0, 0] and garch["cov95"][1:] == [None, None]
+    assert 0 <= garch["winkler95_p"][0] <= 1 and garch["pinball_p"][1:] == [None, None]
+    assert 0 <= scores["naive"]["pinball_p"][2] <= 1
 
 
 def test_a_point_only_model_forecasts_without_bands(wavy_frame):

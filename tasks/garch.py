@@ -1,0 +1,94 @@
+"""GARCH(1,1) with Student-t innovations, the field's standard volatility model: the baseline
+the bands are scored against, beside the naive band (`tasks.intervals`).
+
+The model is fitted on 100 x the log returns of the close (a return across a gap in the
+candles counts as one period, as in the naive band), with a zero mean by default:
+centred on persistence like the naive band (a fitted constant drift is small beside daily
+spreads and changes sign between series; ``mean="constant"`` fits it). It is refitted every
+`refit_every` origins on every return known at the block's first; between refits the
+parameters stay fixed and only the variance recursion takes in each new return. At h=1 the
+quantiles are the fitted standardized Student-t's scaled to the one-period variance forecast,
+exact under the model. Beyond, the sum of Student-t periods is no Student-t: the quantiles
+are the empirical ones of `paths` simulated paths (seeded), or with ``paths=0`` the Student-t
+scaled to the summed variance forecasts, an approximation whose 80% bands at h=7 cover 1.3-4.7
+points less (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from arch.univariate import GARCH, ConstantMean, StudentsT, ZeroMean
+
+from candlecast.core.identifiers import period
+from tasks.intervals import BAND_LEVELS
+
+MEANS = {"zero": ZeroMean, "constant": ConstantMean}
+PATHS = 10_000
+REFIT_DAYS = 30
+"""Days between the refits of the baseline stored with each version, as in the bench."""
+MIN_GARCH_RETURNS = 100
+"""The fewest returns the stored baseline is fitted on; origins with fewer get no band."""
+
+
+def garch_quantiles(
+    closes: Any, starts: np.ndarray, horizon: int, refit_every: int, paths: int = PATHS,
+    mean: str = "zero",
+) -> np.ndarray:  # fmt: skip
+    """[origin, h - 1, level] close quantiles at `BAND_LEVELS` of GARCH(1,1)-t bands from the
+    positions `starts` of `closes`, refitted every `refit_every` origins on the returns known
+    at the block's first; see the module docstring."""
+    closes = np.asarray(closes, dtype=float)
+    returns = 100.0 * np.diff(np.log(closes))  # returns[i] ends on close i + 1
+    rng = np.random.default_rng(0)  # the simulated paths, when asked for
+    out = np.empty((starts.size, horizon, len(BAND_LEVELS)))
+    for first in range(0, starts.size, refit_every):
+        block = starts[first : first + refit_every]
+        # the model holds only the returns known at the block's last origin and is fitted on
+        # those known at its first (returns[:t] end on close t); the forecasts start from the
+        # return ending on the first origin's close, one row per origin: none sees past it
+        model = MEANS[mean](
+            returns[: block[-1]], volatility=GARCH(p=1, q=1), distribution=StudentsT(seed=rng)
+        )
+        fit = model.fit(last_obs=int(block[0]), disp="off")
+        forecast = fit.forecast(
+            horizon=horizon, start=int(block[0]) - 1, reindex=False,
+            method="simulation" if paths else "analytic", simulations=max(paths, 1),
+        )  # fmt: skip
+        log_q = _log_quantiles(forecast, model.distribution.ppf, fit.params["nu"], paths)
+        out[first : first + block.size] = closes[block, None, None] * np.exp(log_q)
+    return out
+
+
+def _log_quantiles(forecast, ppf, nu: float, paths: int) -> np.ndarray:
+    """[origin, h - 1, level] quantiles of the h-period log return, as a fraction: the fitted
+    Student-t scaled to the summed variance, replaced beyond h=1 by the simulated paths'
+    empirical quantiles when there are paths (at h=1 the scaled Student-t is exact)."""
+    drift = np.cumsum(forecast.mean.to_numpy(), axis=1)  # 0 with a zero mean
+    sd = np.sqrt(np.cumsum(forecast.variance.to_numpy(), axis=1))
+    log_q = drift[:, :, None] + sd[:, :, None] * ppf(list(BAND_LEVELS), [nu])
+    if paths:
+        cumulative = np.cumsum(forecast.simulations.values, axis=2)[:, :, 1:]
+        log_q[:, 1:] = np.moveaxis(np.quantile(cumulative, BAND_LEVELS, axis=1), 0, -1)
+    return log_q / 100.0
+
+
+def next_period_quantiles(
+    closes: np.ndarray, starts: np.ndarray, horizon: int, timeframe: str
+) -> np.ndarray:
+    """(origin, h - 1, level) GARCH(1,1)-t quantiles of the next close from each position in
+    `starts` (sorted), refitted every `REFIT_DAYS` days, NaN at h >= 2 (simulating them costs
+    seconds a series) and at origins with fewer than `MIN_GARCH_RETURNS` returns before them.
+    A version's band scores hold it beside the naive band's (`tasks.forecast.backtest_bands`).
+    """
+    out = np.full((starts.size, horizon, len(BAND_LEVELS)), np.nan)
+    known = starts >= MIN_GARCH_RETURNS
+    if known.any():
+        every = max(1, round(timedelta(days=REFIT_DAYS) / period(timeframe)))
+        with warnings.catch_warnings():  # a baseline's fit that converges poorly still scores
+            warnings.simplefilter("ignore")
+            out[known, :1] = garch_quantiles(closes, starts[known], 1, every, paths=0)
+    return out
