@@ -10,8 +10,8 @@ parameters stay fixed and only the variance recursion takes in each new return. 
 quantiles are the fitted standardized Student-t's scaled to the one-period variance forecast,
 exact under the model. Beyond, the sum of Student-t periods is no Student-t: the quantiles
 are the empirical ones of `paths` simulated paths (seeded), or with ``paths=0`` the Student-t
-scaled to the summed variance forecasts, an approximation whose 80% bands at h=7 cover 1.3-4.7
-points less (docs/benchmarks.md).
+scaled to the summed variance forecasts, an approximation that under-covers at longer
+horizons (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ def next_period_quantiles(
     closes: np.ndarray, starts: np.ndarray, horizon: int, timeframe: str
 ) -> np.ndarray:
     """(origin, h - 1, level) GARCH(1,1)-t quantiles of the next close from each position in
-    `starts` (sorted), refitted every `REFIT_DAYS` days, NaN at h >= 2 (simulating them costs
-    seconds a series) and at origins with fewer than `MIN_GARCH_RETURNS` returns before them.
-    A version's band scores hold it beside the naive band's (`tasks.forecast.backtest_bands`).
-    """
+    `starts` (sorted), refitted every `REFIT_DAYS` days, NaN at h >= 2 (a sum of Student-t
+    periods needs simulated paths, many times the cost) and at origins with fewer than
+    `MIN_GARCH_RETURNS` returns before them. A retrain's band scores hold it beside the naive
+    band's (`tasks.forecast.backtest_bands`)."""
     out = np.full((starts.size, horizon, len(BAND_LEVELS)), np.nan)
     known = starts >= MIN_GARCH_RETURNS
     if known.any():

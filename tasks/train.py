@@ -133,7 +133,8 @@ def _result(
     if bands is not None and config.test_fraction > 0:  # a served twin has no test part
         if residuals is None:
             residuals = band_residuals(model, prepared.scaler, config, bands, frame, timeframe)
-        for part, scores in _band_metrics(frame, config, bands, residuals, timeframe).items():
+        garch = timeframe if previous is None else None  # a new lineage's window
+        for part, scores in _band_metrics(frame, config, bands, residuals, garch).items():
             if metrics[part] is not None:
                 metrics[part]["bands"] = scores
     if previous is None:
@@ -160,16 +161,25 @@ def _result(
 
 
 def _band_metrics(
-    frame: pd.DataFrame, config: ModelConfig, bands: Bands, residuals: Residuals, timeframe: str
+    frame: pd.DataFrame,
+    config: ModelConfig,
+    bands: Bands,
+    residuals: Residuals,
+    garch_timeframe: str | None,
 ) -> dict[str, dict[str, Any]]:
     """The bands scored per horizon on the validation and test parts (`backtest_bands`),
-    beside the naive band's, and on the test part GARCH(1,1)-t's: the validation part is the
-    one the bands were calibrated on, so only the test part compares out of sample."""
+    beside the naive band's, and on the test part GARCH(1,1)-t's given the series'
+    `garch_timeframe`: the validation part is the one the bands were calibrated on, so only
+    the test part compares out of sample.
+
+    A retrain passes it, a fine-tune does not: the fine-tunes of a lineage are scored on its
+    retrain's test window, a few days longer, and GARCH-t's refits there would be paid on
+    every daily run for a baseline that barely moves (docs/benchmarks.md)."""
     a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
     closes = frame["close"].to_numpy(dtype=float)
     scores = backtest_bands(residuals, bands, closes, {"val": (a, b)}, a)
     test = {"test": (b, len(frame))}
-    return scores | backtest_bands(residuals, bands, closes, test, a, garch_timeframe=timeframe)
+    return scores | backtest_bands(residuals, bands, closes, test, a, garch_timeframe)
 
 
 def train_model(

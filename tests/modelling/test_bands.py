@@ -139,6 +139,7 @@ def test_a_fine_tune_moves_the_band_network_and_keeps_its_calibration():
     trained = train_model(frame, TINY, track_price_mape=False)
     tuned = fine_tune(trained, frame, epochs=1, track_price_mape=False)
     assert tuned.bands.offsets == trained.bands.offsets
+    assert set(tuned.metrics["test"]["bands"]) == {"model", "naive"}  # GARCH-t: its retrain's
     assert tuned.bands.scaler == trained.bands.scaler
     samples = band_samples(frame, TINY, trained.bands.scaler, trained.bands.return_scale, "d")
     inputs = samples.x, samples.long_run
