@@ -172,9 +172,10 @@ def _band_metrics(
     `garch_timeframe`: the validation part is the one the bands were calibrated on, so only
     the test part compares out of sample.
 
-    A retrain passes it, a fine-tune does not: the fine-tunes of a lineage are scored on its
-    retrain's test window, a few days longer, and GARCH-t's refits there would be paid on
-    every daily run for a baseline that barely moves (docs/benchmarks.md)."""
+    A retrain passes it, a fine-tune does not: a lineage's fine-tunes are scored on nearly
+    its retrain's test window (the newest 20% of a few more candles), and GARCH-t's refits
+    there would be paid on every daily run for a baseline that barely moves
+    (docs/benchmarks.md)."""
     a, b = split_bounds(len(frame), config.val_fraction, config.test_fraction)
     closes = frame["close"].to_numpy(dtype=float)
     scores = backtest_bands(residuals, bands, closes, {"val": (a, b)}, a)
