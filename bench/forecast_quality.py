@@ -33,17 +33,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.bands import garch_quantiles
 from bench.data import DAILY_FILES, daily_file, load_daily
 from candlecast.core.errors import CandlecastError
 from models.presets import ModelConfig, preset
-from tasks.intervals import (
-    band_scores,
-    band_tests,
-    naive_quantiles,
-    served_coverage,
-    too_narrow,
-)
+from tasks.garch import garch_quantiles
+from tasks.intervals import naive_quantiles, scores_beside, served_coverage, too_narrow
 from tasks.prepare import split_bounds
 from tasks.train import refit, update_model
 from tasks.walk import Walk, realised
@@ -51,20 +45,16 @@ from tasks.walk import Walk, realised
 
 def band_table(frame: pd.DataFrame, walk: Walk, refit_every: int) -> dict[str, dict]:
     """{band: band_scores} for the walk's bands, the naive band and GARCH(1,1)-t, on the same
-    origins (bench/bands.py builds the baselines); each baseline's also holds the p-values of
-    the walk's interval score and pinball loss against its own (`band_tests`)."""
+    origins; each baseline's also holds the p-values of the walk's interval score and pinball
+    loss against its own (`tasks.intervals.scores_beside`)."""
     closes, origins = frame["close"].to_numpy(), walk.band_origins()
     horizon = walk.quantiles[0].shape[1]
     actual = realised(closes, origins, horizon)
-    model = np.concatenate(walk.quantiles)
     baselines = {
         "naive": naive_quantiles(closes, origins, horizon),
-        "garch": garch_quantiles(frame["close"], origins, horizon, refit_every),
+        "garch": garch_quantiles(closes, origins, horizon, refit_every),
     }
-    table = {"model": walk.band_scores(closes)}
-    for band, quantiles in baselines.items():
-        table[band] = band_scores(actual, quantiles) | band_tests(actual, model, quantiles)
-    return table
+    return scores_beside(actual, np.concatenate(walk.quantiles), baselines)
 
 
 def walk_forward(frame: pd.DataFrame, config: ModelConfig, mode: str, every: int) -> Walk:

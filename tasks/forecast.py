@@ -22,7 +22,7 @@ from tasks.bands import (
     recent_offsets,
 )
 from tasks.garch import next_period_quantiles
-from tasks.intervals import BAND_EDGES, band_scores, band_tests, naive_quantiles
+from tasks.intervals import BAND_EDGES, naive_quantiles, scores_beside
 from tasks.prepare import ScalerParams, feature_values, segment_ids, to_price
 from tasks.trained import TrainedModel
 
@@ -237,10 +237,7 @@ def backtest_bands(
         baselines = {"naive": naive_quantiles(closes, at, horizon)}
         if garch_timeframe is not None:
             baselines["garch"] = next_period_quantiles(closes, at, horizon, garch_timeframe)
-        scores[part] = {"model": band_scores(actual, quantiles)} | {
-            name: band_scores(actual, q) | band_tests(actual, quantiles, q)
-            for name, q in baselines.items()
-        }
+        scores[part] = scores_beside(actual, quantiles, baselines)
     return scores
 
 

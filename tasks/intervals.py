@@ -328,6 +328,17 @@ def band_scores(
     return scores
 
 
+def scores_beside(
+    actual: np.ndarray, quantiles: np.ndarray, baselines: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, Any]]:
+    """{"model": :func:`band_scores` of `quantiles`, name: each baseline's, with the
+    :func:`band_tests` of the model's scores against it}, all on the same rows."""
+    table: dict[str, dict[str, Any]] = {"model": band_scores(actual, quantiles)}
+    for name, baseline in baselines.items():
+        table[name] = band_scores(actual, baseline) | band_tests(actual, quantiles, baseline)
+    return table
+
+
 def band_tests(
     actual: np.ndarray,
     quantiles: np.ndarray,

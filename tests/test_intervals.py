@@ -25,6 +25,7 @@ from tasks.intervals import (
     naive_quantiles,
     pinball,
     pinball_losses,
+    scores_beside,
     winkler,
     winkler_losses,
 )
@@ -239,6 +240,18 @@ def test_band_tests_tell_a_sharper_band_from_chance_and_a_band_from_itself():
     }
     scores = band_scores(actual, knows), band_scores(actual, average)
     assert scores[0]["winkler95"][0] < scores[1]["winkler95"][0]
+
+
+def test_scores_beside_put_each_baselines_scores_and_tests_next_to_the_models():
+    rng = np.random.default_rng(5)
+    n = 120
+    centre = np.full(n, 100.0)
+    actual = (centre * np.exp(0.02 * rng.standard_normal(n)))[:, None].repeat(2, axis=1)
+    model, wide = (_log_normal_bands(centre, np.full(n, s)) for s in (0.02, 0.04))
+    table = scores_beside(actual, model, {"wide": wide})
+    assert list(table) == ["model", "wide"]
+    assert table["model"] == band_scores(actual, model)
+    assert table["wide"] == band_scores(actual, wide) | band_tests(actual, model, wide)
 
 
 def test_band_tests_leave_out_rows_either_band_lacks():
