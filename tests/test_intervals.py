@@ -242,12 +242,17 @@ def test_band_tests_tell_a_sharper_band_from_chance_and_a_band_from_itself():
     assert scores[0]["winkler95"][0] < scores[1]["winkler95"][0]
 
 
-def test_scores_beside_put_each_baselines_scores_and_tests_next_to_the_models():
-    rng = np.random.default_rng(5)
-    n = 120
+def _steady_days(n: int, seed: int, spreads: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """(n, 2) closes around 100 with a 2% log spread, realised at both horizons, and a
+    log-normal band around 100 for each of `spreads`."""
     centre = np.full(n, 100.0)
-    actual = (centre * np.exp(0.02 * rng.standard_normal(n)))[:, None].repeat(2, axis=1)
-    model, wide = (_log_normal_bands(centre, np.full(n, s)) for s in (0.02, 0.04))
+    moves = np.exp(0.02 * np.random.default_rng(seed).standard_normal(n))
+    actual = (centre * moves)[:, None].repeat(2, axis=1)
+    return actual, *(_log_normal_bands(centre, np.full(n, s)) for s in spreads)
+
+
+def test_scores_beside_put_each_baselines_scores_and_tests_next_to_the_models():
+    actual, model, wide = _steady_days(120, seed=5, spreads=(0.02, 0.04))
     table = scores_beside(actual, model, {"wide": wide})
     assert list(table) == ["model", "wide"]
     assert table["model"] == band_scores(actual, model)
@@ -255,11 +260,7 @@ def test_scores_beside_put_each_baselines_scores_and_tests_next_to_the_models():
 
 
 def test_band_tests_leave_out_rows_either_band_lacks():
-    rng = np.random.default_rng(4)
-    n = 200
-    centre = np.full(n, 100.0)
-    actual = (centre * np.exp(0.02 * rng.standard_normal(n)))[:, None].repeat(2, axis=1)
-    wide, narrow = (_log_normal_bands(centre, np.full(n, s)) for s in (0.03, 0.02))
+    actual, wide, narrow = _steady_days(200, seed=4, spreads=(0.03, 0.02))
     gapped = wide.copy()
     gapped[:10] = np.nan  # a young series: no band on its first origins
     kept = band_tests(actual[10:], wide[10:], narrow[10:])
