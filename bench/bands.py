@@ -19,12 +19,14 @@ forecasts the close h days later, where one exists. Two bands, scored on the sam
          approximation whose 80% bands at h=7 cover 1.3-4.7 points less (docs/benchmarks.md).
 
 Scores (tasks.intervals) in % of the realised close: coverage of the 80% and 95% bands, the
-95% interval (Winkler) score, and the mean pinball loss over q = 0.05, ..., 0.95.
+95% interval (Winkler) score, and the mean pinball loss over q = 0.05, ..., 0.95; and the
+seconds each baseline's quantiles took over the file's test part.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,22 +74,26 @@ def scores(
 def walk(
     frame: pd.DataFrame, horizon: int, refit_every: int, paths: int = PATHS, mean: str = "zero"
 ) -> dict[str, dict]:
-    """{method: scores at every h = 1..horizon} for one file's final daily candles."""
+    """{method: scores at every h = 1..horizon, and the seconds its quantiles took} for one
+    file's final daily candles."""
     steps = frame.index.to_series().diff().dropna()
     if not (steps == pd.Timedelta(days=1)).all():
         raise ValueError("the walk counts h days as h rows: the daily candles must have no gap")
     closes, starts = frame["close"], origins(len(frame))
-    bands = {
-        "naive": naive_quantiles(closes.to_numpy(), starts, horizon),
-        "garch": garch_quantiles(closes, starts, horizon, refit_every, paths, mean),
+    build = {
+        "naive": lambda: naive_quantiles(closes.to_numpy(), starts, horizon),
+        "garch": lambda: garch_quantiles(closes, starts, horizon, refit_every, paths, mean),
     }
-    return {
-        method: {
+    results = {}
+    for method, quantiles in build.items():
+        began = time.perf_counter()
+        q = quantiles()
+        seconds = time.perf_counter() - began
+        results[method] = {
             k: v for h in range(1, horizon + 1)
             for k, v in scores(closes.to_numpy(), starts, q, h).items()
-        }
-        for method, q in bands.items()
-    }  # fmt: skip
+        } | {"seconds": seconds}  # fmt: skip
+    return results
 
 
 def table(symbol: str, result: dict[str, dict], horizon: int) -> str:
@@ -96,13 +102,15 @@ def table(symbol: str, result: dict[str, dict], horizon: int) -> str:
     columns = list(dict.fromkeys([*columns, "winkler95_h1", "pinball_h1"]))
     frame = pd.DataFrame({m: {c: result[m][c] for c in columns} for m in METHODS}).T
     n = f"n: {result['naive']['n_h1']} at h=1, {result['naive'][f'n_h{horizon}']} at h={horizon}"
+    took = ", ".join(f"{m} {result[m]['seconds']:.2f} s" for m in METHODS)
     body = frame.to_string(float_format="{:.3f}".format)
-    return f"{symbol} ({n})\n{body}"
+    return f"{symbol} ({n}; {took})\n{body}"
 
 
 def result_line(results: dict[str, dict[str, dict]], horizon: int) -> str:
     keys = ["cov95_h1", "cov80_h1", "winkler95_h1", "pinball_h1"]
     keys += [k for k in (f"cov95_h{horizon}", f"cov80_h{horizon}") if k not in keys]
+    keys += ["seconds"]
     return "RESULT " + " ".join(
         f"{symbol}_{method}_{key}={result[method][key]:.4f}"
         for symbol, result in results.items() for method in METHODS for key in keys
