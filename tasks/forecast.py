@@ -21,7 +21,7 @@ from tasks.bands import (
     newest_inputs,
     recent_offsets,
 )
-from tasks.garch import next_period_quantiles
+from tasks.garch import stored_quantiles
 from tasks.intervals import BAND_EDGES, naive_quantiles, scores_beside
 from tasks.prepare import ScalerParams, feature_values, segment_ids, to_price
 from tasks.trained import TrainedModel
@@ -216,7 +216,7 @@ def backtest_bands(
     """Per part, the bands the model would have served from every origin whose next candle
     lies in its rows [lo, hi) of the frame whose `closes` gave `residuals`, scored per
     horizon (`band_scores`) beside the naive band's on the same rows and, given the series'
-    `garch_timeframe`, GARCH(1,1)-t's at h=1 (`tasks.garch.next_period_quantiles`); each
+    `garch_timeframe`, GARCH(1,1)-t's at h=1 (`tasks.garch.stored_quantiles`); each
     baseline's scores also hold the p-values of the model's against them (`band_tests`). A
     part without any origin with complete windows is left out.
 
@@ -236,7 +236,7 @@ def backtest_bands(
         actual = np.where(np.isfinite(z), closes[ahead], np.nan)
         baselines = {"naive": naive_quantiles(closes, at, horizon)}
         if garch_timeframe is not None:
-            baselines["garch"] = next_period_quantiles(closes, at, horizon, garch_timeframe)
+            baselines["garch"] = stored_quantiles(closes, at, horizon, garch_timeframe)
         scores[part] = scores_beside(actual, quantiles, baselines)
     return scores
 
