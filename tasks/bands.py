@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
 from models.network import Network
@@ -337,36 +338,48 @@ def recent_offsets(
     unseen_from: the first origin position whose residual may be used.
     """
     out = np.broadcast_to(np.asarray(fallback), (len(at), *np.shape(fallback))).copy()
+    before = np.full(RECALIBRATION_ORIGINS, np.nan)  # pads the windows of the first origins
     for h in range(out.shape[1]):
         known = np.isfinite(z[:, h]) & (origins >= unseen_from)
-        seen, residuals = origins[known], z[known, h]
-        ends = np.searchsorted(seen, np.asarray(at) - (h + 1), side="right")
-        for i, end in enumerate(ends):
-            recent = residuals[max(0, end - RECALIBRATION_ORIGINS) : end]
-            if recent.size >= MIN_CALIBRATION:
-                out[i, h] = centred_levels(recent)
+        ends = np.searchsorted(origins[known], np.asarray(at) - (h + 1), side="right")
+        enough = np.minimum(ends, RECALIBRATION_ORIGINS) >= MIN_CALIBRATION
+        if enough.any():  # row i: the residuals [ends[i] - RECALIBRATION_ORIGINS, ends[i])
+            padded = np.concatenate([before, z[known, h]])
+            windows = sliding_window_view(padded, RECALIBRATION_ORIGINS)[ends[enough]]
+            out[enough, h] = centred_levels(windows)
     return out
 
 
 def centred_levels(z: np.ndarray) -> np.ndarray:
     """A band's offsets from its centre at `BAND_LEVELS`, in units of sigma: the mean of the
     conformal levels (:func:`conformal_levels`) of residuals z less their median, and a
-    Gaussian's with their standard deviation.
+    Gaussian's with their standard deviation; along z's last axis, NaN where a row holds
+    fewer residuals (every served origin's at once).
 
     A 95% band's conformal edges each rest on the two or three most extreme of 100
     residuals, and at h > 1 those overlap; the Gaussian reads its width from all of them,
     the conformal levels keep their skew and tails. Alone, either missed more targets on
     the shared files (bench/RESULTS.md)."""
-    conformal = conformal_levels(z, np.asarray(BAND_LEVELS)) - np.median(z)
-    return (conformal + np.std(z, ddof=1) * GAUSSIAN_LEVELS) / 2
+    ranked = np.sort(z, axis=-1)  # NaN last
+    n = np.isfinite(ranked).sum(axis=-1, keepdims=True)
+    middle = np.concatenate([(n - 1) // 2, n // 2], axis=-1)  # one rank, or the two
+    median = np.take_along_axis(ranked, middle, axis=-1).mean(axis=-1, keepdims=True)
+    spread = np.nanstd(ranked, axis=-1, ddof=1, keepdims=True)
+    conformal = _conformal(ranked, n, np.asarray(BAND_LEVELS))
+    return (conformal - median + spread * GAUSSIAN_LEVELS) / 2
 
 
 def conformal_levels(z: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Split conformal's finite-sample quantiles of n residuals: the ceil((n + 1) q)-th
     smallest for a level q above 0.5, the floor((n + 1) q)-th for one below (clipped to
-    1..n), so that a new residual falls beyond each with probability at most its tail."""
-    ranked = np.sort(z)
-    n = ranked.size
+    1..n), so that a new residual falls beyond each with probability at most its tail.
+    Along z's last axis, NaN where a row holds fewer residuals."""
+    ranked = np.sort(z, axis=-1)
+    return _conformal(ranked, np.isfinite(ranked).sum(axis=-1, keepdims=True), levels)
+
+
+def _conformal(ranked: np.ndarray, n: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """:func:`conformal_levels` of residuals already sorted, n of them known in each row."""
     upper = np.asarray(levels) > 0.5
     rank = np.where(upper, np.ceil((n + 1) * levels), np.floor((n + 1) * levels))
-    return ranked[np.clip(rank.astype(int), 1, n) - 1]
+    return np.take_along_axis(ranked, np.clip(rank.astype(int), 1, n) - 1, axis=-1)

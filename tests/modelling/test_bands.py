@@ -259,3 +259,14 @@ def test_served_levels_come_from_the_newest_residuals_known_at_the_origin():
     late = recent_offsets(z, origins, at[-1:], fallback, unseen_from=700)
     known = z[700 : 899 - 1, 1]
     np.testing.assert_allclose(late[0, 1], _halfway(known))
+
+
+def test_centred_levels_read_each_padded_row_as_its_own_residuals():
+    rng = np.random.default_rng(12)
+    rows = [rng.standard_t(4, size) for size in (50, 51, 200, 365)]
+    padded = np.full((len(rows), 365), np.nan)  # the first origins' windows: NaN before
+    for i, row in enumerate(rows):
+        padded[i, 365 - row.size :] = row
+    for row, levels in zip(rows, centred_levels(padded), strict=True):
+        np.testing.assert_allclose(levels, centred_levels(row), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(levels, _halfway(row), rtol=1e-12, atol=1e-15)
