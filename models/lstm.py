@@ -140,8 +140,12 @@ def to_bytes(model: keras.Model) -> bytes:
 
 
 def from_bytes(data: bytes) -> keras.Model:
-    """Load `.keras` bytes with safe_mode=True (no arbitrary code from the file)."""
+    """Load `.keras` bytes with safe_mode=True (no arbitrary code from the file), uncompiled.
+
+    The file keeps the optimizer state, but nothing here trains on it: a fine-tune compiles
+    a fresh optimizer (:func:`compile_model`) and a prediction needs none, so restoring it
+    would be nearly half of each load, and a day loads several networks per symbol."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         path.write_bytes(data)
-        return keras.saving.load_model(path, compile=True, safe_mode=True)
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
