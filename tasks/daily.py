@@ -84,6 +84,7 @@ class Update:
     model: TrainedModel | None = None
     version: ModelVersion | None = None
     new: bool = False  # a version was registered: its plots may be drawn
+    predicted: pd.DataFrame | None = None  # its forecast, once stored: the fan chart's
 
 
 @task(
@@ -381,6 +382,8 @@ def _forecast_and_score(
 ) -> None:
     """Forecast with the version that serves, store the forecasts once, and score earlier
     forecasts whose target candle has arrived."""
+    from tasks.forecast import forecast
+
     log, outcome, began = run_logger(), update.outcome, time.perf_counter()
     with sessions() as session:
         champion, model = _forecaster(session, loaded, update)
@@ -394,7 +397,10 @@ def _forecast_and_score(
     else:
         outcome.champion_version = champion.version
         try:
-            outcome.forecasts = forecast_rows(model, loaded.frame, horizon)
+            predicted = forecast(model.serving, loaded.frame, horizon)
+            outcome.forecasts = forecast_rows(predicted, loaded.frame)
+            if model is update.model:  # the day's own version: its plots draw this forecast
+                update.predicted = predicted
         except IncompleteWindowError as exc:  # an expected condition: one line, no traceback
             outcome.error = f"{outcome.symbol}: {exc}"
             log.warning("%s", outcome.error)
@@ -446,6 +452,7 @@ def _plot(update: Update, frame: pd.DataFrame, settings: Settings, stages: Stage
     outcome = update.outcome
     directory = settings.reports_dir / outcome.symbol / f"v{outcome.version}"
     with stages("plots"):
-        outcome.plots = [str(p) for p in plot_all(update.model, frame, directory)]
+        plots = plot_all(update.model, frame, directory, update.predicted)
+        outcome.plots = [str(p) for p in plots]
     with stages("artifact"):  # the plots' upload to the Prefect server
         publish_plots(outcome)

@@ -380,15 +380,14 @@ def store(
     return version
 
 
-def forecast_rows(trained: TrainedModel, frame: pd.DataFrame, horizon: int) -> list[dict[str, Any]]:
-    """The next ``horizon`` closes after the newest candle of ``frame`` with their bands, by
-    ``trained``'s served twin where it has one (`TrainedModel.serving`), and beside them
-    persistence (the newest close) with the naive band (`tasks.intervals`), and the number
-    of bridged input candles, as rows for ``db.forecasts.save_forecasts``."""
-    from tasks.forecast import forecast
+def forecast_rows(predicted: pd.DataFrame, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The forecast ``predicted`` from the newest candle of ``frame`` (`tasks.forecast.forecast`
+    by the version's served twin, `TrainedModel.serving`): its closes with their bands, and
+    beside them persistence (the newest close) with the naive band (`tasks.intervals`), and
+    the number of bridged input candles, as rows for ``db.forecasts.save_forecasts``."""
     from tasks.intervals import BAND_EDGES, naive_quantiles
 
-    predicted = forecast(trained.serving, frame, horizon)
+    horizon = len(predicted)
     as_of = frame.index[-1].to_pydatetime()
     closes = frame["close"].to_numpy(dtype=float)
     naive = naive_quantiles(closes, np.array([len(closes) - 1]), horizon, BAND_EDGES.values())[0]

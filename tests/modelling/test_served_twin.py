@@ -71,8 +71,10 @@ def test_a_fine_tune_of_a_model_without_a_twin_refits_one(served, closes):
 
 def test_the_served_twin_forecasts_and_round_trips(served, closes):
     frame = make_candles(closes[:-1])
-    rows = forecast_rows(served, frame, horizon=3)
-    by_twin = forecast(served.served, frame, horizon=3)
+    assert served.serving is served.served  # the network the daily flow forecasts with
+    by_twin = forecast(served.serving, frame, horizon=3)
+    rows = forecast_rows(by_twin, frame)
+    assert [r["horizon"] for r in rows] == [1, 2, 3]
     np.testing.assert_array_equal([r["predicted_close"] for r in rows], by_twin["close"])
     np.testing.assert_array_equal([r["high95"] for r in rows], by_twin["high95"])
     assert not np.allclose(forecast(served, frame, horizon=3)["close"], by_twin["close"])
