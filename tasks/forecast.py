@@ -216,7 +216,7 @@ def backtest_bands(
     """Per part, the bands the model would have served from every origin whose next candle
     lies in its rows [lo, hi) of the frame whose `closes` gave `residuals`, scored per
     horizon (`band_scores`) beside the naive band's on the same rows and, given the series'
-    `garch_timeframe`, GARCH(1,1)-t's at h=1 (`tasks.garch.stored_quantiles`); each
+    `garch_timeframe`, GARCH(1,1)-t's (`tasks.garch.stored_quantiles`); each
     baseline's scores also hold the p-values of the model's against them (`band_tests`). A
     part without any origin with complete windows is left out.
 
