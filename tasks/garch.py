@@ -47,7 +47,6 @@ def garch_quantiles(
     closes = np.asarray(closes, dtype=float)
     returns = 100.0 * np.diff(np.log(closes))  # returns[i] ends on close i + 1
     rng = np.random.default_rng(0)  # the simulated paths, when asked for
-    ppf = StudentsT().ppf
     out = np.empty((starts.size, horizon, len(BAND_LEVELS)))
     for first in range(0, starts.size, refit_every):
         block = starts[first : first + refit_every]
@@ -62,7 +61,8 @@ def garch_quantiles(
         drift = np.cumsum(forecast.mean.to_numpy(), axis=1)  # 0 with a zero mean
         variance = forecast.variance.to_numpy()
         spread = np.sqrt(np.cumsum(variance, axis=1))  # the scaled Student-t's, exact at h=1
-        log_q = drift[:, :, None] + spread[:, :, None] * ppf(list(BAND_LEVELS), [fit.params["nu"]])
+        levels = model.distribution.ppf(list(BAND_LEVELS), [fit.params["nu"]])
+        log_q = drift[:, :, None] + spread[:, :, None] * levels
         if paths and horizon > 1:
             log_q[:, 1:] = _simulated_log_quantiles(fit.params, variance[:, 0], horizon, paths, rng)
         out[first : first + block.size] = closes[block, None, None] * np.exp(log_q / 100.0)
